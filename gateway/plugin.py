@@ -1,0 +1,49 @@
+"""The hooks a plugin may implement, in the order the pipeline calls them.
+
+A plugin is a small class; the pipeline calls its hooks for every request in the order
+``gateway.yaml`` lists the plugins. A plugin stops a request only by raising a ``GatewayError``.
+Resources a plugin owns (connections, background tasks) are opened in ``start`` and released
+in ``close``, both run from the app's ``cleanup_ctx``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.config import Deployment
+from gateway.exchange import Exchange
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What happened when one deployment was tried: what routing learns from."""
+
+    deployment: Deployment
+    #: The upstream's status, or 0 when there was no answer (connect error, timeout).
+    status: int
+    #: The upstream's ``retry-after-ms``/``retry-after``, when it sent one.
+    retry_after_ms: int | None = None
+    #: ``connect``, ``timeout``, ``status`` or ``ok``.
+    reason: str = "ok"
+    latency_s: float = 0.0
+
+
+class Plugin:
+    """Base class: every hook does nothing until a plugin overrides it."""
+
+    name = "plugin"
+
+    async def start(self) -> None:
+        """Open resources. Called once, before the server accepts requests."""
+
+    async def close(self) -> None:
+        """Release resources. Called once, after the last request finished."""
+
+    async def admit(self, exchange: Exchange) -> None:
+        """After auth, body and model checks, before routing. Raise to refuse (e.g. ``RateLimited``)."""
+
+    async def attempted(self, exchange: Exchange, attempt: Attempt) -> None:
+        """After each upstream attempt, successful or not."""
+
+    async def completed(self, exchange: Exchange) -> None:
+        """Always called once, in ``finally``, even when the client left: reconcile, count, log."""
