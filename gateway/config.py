@@ -148,20 +148,36 @@ def key_digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
-    """Read, expand ``${VAR}`` and validate a config file. Raises ``ConfigError``."""
+def load(
+    path: str | os.PathLike[str],
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Read, expand ``${VAR}`` and validate a config file. Raises ``ConfigError``.
+
+    ``overrides`` replace keys of the ``server:`` section (the CLI's ``--workers`` and friends).
+    """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
-    return parse(text, environ=environ, source=str(path))
+    return parse(text, environ=environ, source=str(path), overrides=overrides)
 
 
-def parse(text: str, *, environ: Mapping[str, str] | None = None, source: str = "<string>") -> Config:
+def parse(
+    text: str,
+    *,
+    environ: Mapping[str, str] | None = None,
+    source: str = "<string>",
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError([f"{source}: not valid YAML: {exc}"]) from exc
+    if overrides and isinstance(raw, dict):
+        server = raw.get("server")
+        raw["server"] = {**(server if isinstance(server, dict) else {}), **overrides}
     return _Validator(os.environ if environ is None else environ, source).config(raw)
 
 
@@ -305,7 +321,9 @@ class _Validator:
 
     def limits(self, raw: Any, path: str) -> Limits:
         r = self.mapping(raw, path, {"rpm", "tpm", "tokens_per_day", "tokens_per_month"})
-        values = {k: self.number(r, k, path, None, minimum=0) for k in ("rpm", "tpm", "tokens_per_day", "tokens_per_month")}
+        values = {
+            k: self.number(r, k, path, None, minimum=0) for k in ("rpm", "tpm", "tokens_per_day", "tokens_per_month")
+        }
         return Limits(**values)
 
     def timeouts(self, raw: Any, path: str) -> Timeouts:
@@ -329,8 +347,19 @@ class _Validator:
                 item,
                 p,
                 {
-                    "name", "dialect", "url", "deployment", "model", "model_deployment", "api_version",
-                    "api_key", "priority", "weight", "limits", "timeouts", "extra_parameters",
+                    "name",
+                    "dialect",
+                    "url",
+                    "deployment",
+                    "model",
+                    "model_deployment",
+                    "api_version",
+                    "api_key",
+                    "priority",
+                    "weight",
+                    "limits",
+                    "timeouts",
+                    "extra_parameters",
                 },
                 {"name", "dialect", "url", "api_key"},
             )

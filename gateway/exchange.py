@@ -12,7 +12,7 @@ from gateway.errors import GatewayError
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from plugins.dialects.base import InboundDialect
+    from plugins.dialects.base import Dialect as InboundDialect
 
 
 @dataclass(slots=True)

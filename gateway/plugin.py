@@ -39,6 +39,10 @@ class Plugin:
     async def close(self) -> None:
         """Release resources. Called once, after the last request finished."""
 
+    async def readiness(self) -> str | None:
+        """``None`` when ready to serve, else why not (``/readyz`` answers 503 with it)."""
+        return None
+
     async def admit(self, exchange: Exchange) -> None:
         """After auth, body and model checks, before routing. Raise to refuse (e.g. ``RateLimited``)."""
 

@@ -1,0 +1,320 @@
+"""The request pipeline, over one ``Exchange`` per request:
+
+inbound parse -> authenticate -> admit -> route -> render outbound -> upstream call
+  -> JSON relay, or SSE bytes forwarded as they arrive while usage is read on the side
+  -> completed (always, in ``finally``): plugins reconcile, count and log
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+from multidict import CIMultiDictProxy
+
+from gateway.config import Config
+from gateway.errors import (
+    BadRequest,
+    Forbidden,
+    GatewayError,
+    InvalidJSON,
+    ModelNotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamUnavailable,
+)
+from gateway.exchange import Exchange, Usage
+from gateway.plugin import Attempt, Plugin
+from gateway.sse import StreamRelay
+from gateway.tokens import estimate_prompt
+from gateway.upstream import UpstreamClient, UpstreamResponse
+from gateway.validation import validate_body
+from plugins.auth import authenticate
+from plugins.dialects import OUTBOUND, Dialect
+from plugins.dialects.base import StreamPlan
+from plugins.routing import Router
+
+#: Upstream response headers a client may see; ``x-ratelimit-*`` describe the organisation's
+#: deployment, not the caller's team, so the team's own replace them.
+FORWARDED_HEADERS = ("retry-after", "retry-after-ms", "x-request-id")
+#: Statuses after which another deployment is tried.
+RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
+CLIENT_CLOSED = 499
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """Everything one config generation serves with. A reload swaps in a new one atomically."""
+
+    config: Config
+    router: Router
+    plugins: tuple[Plugin, ...]
+
+
+class Pipeline:
+    def __init__(self, generation: Generation, upstream: UpstreamClient) -> None:
+        self.generation = generation
+        self.upstream = upstream
+        #: Completions still running after their client left; kept so they are not collected.
+        self._detached: set[asyncio.Task[None]] = set()
+
+    async def handle(self, request: web.Request, dialect: Dialect, op: str) -> web.StreamResponse:
+        gen = self.generation  # captured once: in-flight requests keep the config they started with
+        ex = Exchange(request, gen.config, dialect, op, request_id_of(request))
+        try:
+            await self._prepare(ex)
+            for plugin in gen.plugins:
+                await plugin.admit(ex)
+            return await self._forward(ex, gen)
+        except GatewayError as err:
+            ex.error = err
+            ex.status = err.status
+            return self._error_response(ex, err)
+        except asyncio.CancelledError:
+            ex.client_gone = True
+            ex.status = ex.status or CLIENT_CLOSED
+            raise
+        finally:
+            if ex.client_gone:
+                await self._complete_detached(ex, gen)
+            else:
+                await self._complete(ex, gen)
+
+    # -- before the upstream --------------------------------------------------------------------
+
+    async def _prepare(self, ex: Exchange) -> None:
+        request, dialect, config = ex.request, ex.inbound, ex.config
+        ex.team, ex.key_id = authenticate(request, dialect, config)
+        dialect.check_api_version(request)
+        body = validate_body(ex.op, await _read_json(request, config.server.max_body_bytes))
+        ex.extra_parameters = dialect.accept_body(request, ex.op, body)
+        ex.body = body
+        ex.stream = body.get("stream") is True
+        options = body.get("stream_options")
+        ex.client_wants_usage = ex.stream and isinstance(options, dict) and options.get("include_usage") is True
+        name = dialect.model_name(request, body, ex.team, config)
+        if not name:
+            raise BadRequest("The request must name a model ('model' in the body).", param="model")
+        if name in config.models:
+            ex.model = name
+        elif name in config.deployments:
+            ex.model, ex.pinned = name, config.deployments[name]
+        else:
+            raise ModelNotFound(f"The model '{name}' does not exist or you do not have access to it.", param="model")
+        if not _allowed(ex, name):
+            raise Forbidden(f"Team '{ex.team.name}' is not allowed to use the model '{name}'.", param="model")
+        ex.prompt_estimate = estimate_prompt(ex.op, body)
+
+    # -- the upstream ---------------------------------------------------------------------------
+
+    async def _forward(self, ex: Exchange, gen: Generation) -> web.StreamResponse:
+        assert ex.body is not None
+        plan = gen.router.plan(ex)
+        last: GatewayError = ServiceUnavailable(f"No deployment of '{ex.model}' is available.")
+        for position, deployment in enumerate(plan):
+            is_last = position == len(plan) - 1
+            ex.attempts += 1
+            ex.deployment = deployment
+            target = OUTBOUND[deployment.dialect]
+            outbound = target.render_request(ex, deployment, dict(ex.body))
+            started = time.perf_counter()
+            try:
+                response = await self.upstream.send(outbound, deployment.timeouts)
+            except UpstreamUnavailable as err:
+                await self._attempted(ex, gen, Attempt(deployment, 0, None, err.reason, time.perf_counter() - started))
+                last = err
+                continue
+            if response.status >= 400:
+                failure = await self._upstream_error(target, response)
+                retry_ms = _retry_after_ms(response.headers)
+                await self._attempted(
+                    ex, gen, Attempt(deployment, response.status, retry_ms, "status", time.perf_counter() - started)
+                )
+                if response.status in RETRYABLE and not is_last:
+                    last = failure
+                    continue
+                raise failure
+            await self._attempted(
+                ex, gen, Attempt(deployment, response.status, None, "ok", time.perf_counter() - started)
+            )
+            if ex.stream and response.headers.get("Content-Type", "").startswith("text/event-stream"):
+                return await self._relay_stream(ex, response, outbound.stream_plan)
+            return await self._relay_json(ex, response)
+        raise last
+
+    async def _attempted(self, ex: Exchange, gen: Generation, attempt: Attempt) -> None:
+        for plugin in gen.plugins:
+            await plugin.attempted(ex, attempt)
+
+    async def _upstream_error(self, target: Dialect, response: UpstreamResponse) -> GatewayError:
+        async with response:
+            try:
+                raw = await response.read()
+            except UpstreamUnavailable as broken:
+                return broken
+        failure = target.parse_error(response.status, raw, {})
+        failure.headers.update(_forwarded(response.headers, ("retry-after", "retry-after-ms")))
+        return failure
+
+    async def _relay_json(self, ex: Exchange, response: UpstreamResponse) -> web.Response:
+        async with response:
+            raw = await response.read()
+        ex.ttfb_s = ex.elapsed_s
+        ex.status = response.status
+        ex.usage = _json_usage(raw, ex.prompt_estimate)
+        headers = self._response_headers(ex, response.headers)
+        content_type = response.headers.get("Content-Type", "application/json")
+        headers["Content-Type"] = content_type
+        return web.Response(status=response.status, body=raw, headers=headers)
+
+    async def _relay_stream(self, ex: Exchange, response: UpstreamResponse, plan: StreamPlan) -> web.StreamResponse:
+        client = web.StreamResponse(status=response.status, headers=self._response_headers(ex, response.headers))
+        client.content_type = "text/event-stream"
+        client.headers["Cache-Control"] = "no-cache"
+        ex.status = response.status
+        relay = StreamRelay(plan, ex.prompt_estimate)
+        try:
+            await client.prepare(ex.request)
+            async with response:
+                async for chunk in response.chunks():
+                    out = relay.feed(chunk)
+                    if out:
+                        if ex.ttfb_s is None:
+                            ex.ttfb_s = ex.elapsed_s
+                        await client.write(out)
+                tail = relay.finish()
+                if tail:
+                    await client.write(tail)
+            await client.write_eof()
+        except UpstreamUnavailable as err:
+            # After the first byte nothing is retried: the stream ends and the failure is recorded.
+            ex.error = err
+            await _end_quietly(client)
+        except ConnectionError:
+            ex.client_gone = True
+            ex.status = CLIENT_CLOSED
+        finally:
+            ex.usage = relay.usage()
+        return client
+
+    # -- answers --------------------------------------------------------------------------------
+
+    def _response_headers(self, ex: Exchange, upstream: CIMultiDictProxy[str]) -> dict[str, str]:
+        headers = _forwarded(upstream, FORWARDED_HEADERS)
+        headers.setdefault("x-request-id", ex.request_id)
+        headers.update(ex.response_headers)
+        return headers
+
+    def _error_response(self, ex: Exchange, err: GatewayError) -> web.Response:
+        response: web.Response = ex.inbound.render_error(err, ex.request_id)
+        for name, value in ex.response_headers.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    async def _complete(self, ex: Exchange, gen: Generation) -> None:
+        for plugin in gen.plugins:
+            try:
+                await plugin.completed(ex)
+            except Exception:  # one plugin's failure must not cost the others their record
+                _log_plugin_failure(plugin, ex)
+
+    async def _complete_detached(self, ex: Exchange, gen: Generation) -> None:
+        """The client left: finish the record in a task of its own so a second cancel cannot cut it."""
+        task = asyncio.ensure_future(self._complete(ex, gen))
+        self._detached.add(task)
+        task.add_done_callback(self._detached.discard)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            pass
+
+    async def drain(self) -> None:
+        """Wait for completions of abandoned requests (shutdown)."""
+        if self._detached:
+            await asyncio.gather(*self._detached, return_exceptions=True)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+async def _read_json(request: web.Request, limit: int) -> Any:
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"The request body is {request.content_length} bytes; the limit is {limit}.")
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw:
+        raise InvalidJSON("The request body is empty; expected a JSON object.")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSON(f"The request body is not valid JSON: {exc}.") from exc
+
+
+def _allowed(ex: Exchange, name: str) -> bool:
+    team = ex.team
+    assert team is not None
+    if team.may_use(name):
+        return True
+    # Pinning a deployment is allowed when the team may use a model that deployment serves.
+    return ex.pinned is not None and any(
+        team.may_use(model.name) and name in model.deployments for model in ex.config.models.values()
+    )
+
+
+def request_id_of(request: web.Request) -> str:
+    return request.headers.get("x-ms-client-request-id") or uuid.uuid4().hex
+
+
+def _forwarded(headers: CIMultiDictProxy[str], names: Iterable[str]) -> dict[str, str]:
+    return {name: headers[name] for name in names if name in headers}
+
+
+def _retry_after_ms(headers: CIMultiDictProxy[str]) -> int | None:
+    for name, scale in (("retry-after-ms", 1.0), ("x-ms-retry-after-ms", 1.0), ("retry-after", 1000.0)):
+        value = headers.get(name)
+        if value is not None:
+            try:
+                return max(0, int(float(value) * scale))
+            except ValueError:
+                continue  # an HTTP-date: rare upstream, and the next header may say more
+    return None
+
+
+def _json_usage(raw: bytes, prompt_estimate: int) -> Usage | None:
+    if b'"usage"' not in raw:
+        return Usage(prompt_estimate, 0, estimated=True)
+    try:
+        usage = orjson.loads(raw).get("usage")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    if not isinstance(usage, dict):
+        return Usage(prompt_estimate, 0, estimated=True)
+    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+
+
+async def _end_quietly(client: web.StreamResponse) -> None:
+    try:
+        await client.write_eof()
+    except ConnectionError:
+        pass
+
+
+def _log_plugin_failure(plugin: Plugin, ex: Exchange) -> None:
+    structlog.get_logger("gateway").exception("plugin_failed", plugin=plugin.name, request_id=ex.request_id)
+
+
+__all__ = ["CLIENT_CLOSED", "Generation", "Pipeline", "UpstreamError"]
