@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= gateway.yaml
+ARGS   ?=
 
 .PHONY: run test lint typecheck bench check redis-server clean
 
@@ -14,7 +15,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/gateway run --config $(CONFIG)
+	$(BIN)/gateway run --config $(CONFIG) $(ARGS)
 
 # A real redis-server is needed by the suite: install the distribution's package when we can.
 redis-server:

@@ -9,7 +9,7 @@ import structlog
 from aiohttp import web
 
 from gateway.app import RUNTIME, build_app
-from gateway.config import Config
+from gateway.config import Config, SimulatorSettings
 from plugins import default_plugins
 
 log = structlog.get_logger("gateway")
@@ -25,7 +25,22 @@ def make_runner(app: web.Application, config: Config) -> web.AppRunner:
     )
 
 
+async def start_simulator(settings: SimulatorSettings) -> web.AppRunner:
+    """The embedded simulator of ``simulator:``, so the shipped config needs no network at all."""
+    from gateway.simulator import SimulatorConfig, build_simulator_app
+
+    behaviour = SimulatorConfig(
+        api_keys=frozenset({settings.api_key}), latency_per_token_s=settings.latency_per_token_s
+    )
+    runner = web.AppRunner(build_simulator_app(behaviour), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.port).start()
+    log.info("simulator_serving", host=settings.host, port=settings.port)
+    return runner
+
+
 async def serve(config: Config, host: str, port: int) -> None:
+    simulator = await start_simulator(config.simulator) if config.simulator else None
     app = build_app(config, default_plugins)
     runner = make_runner(app, config)
     await runner.setup()
@@ -40,6 +55,8 @@ async def serve(config: Config, host: str, port: int) -> None:
     app[RUNTIME].draining = True
     log.info("draining", timeout_s=config.server.shutdown_timeout_s)
     await runner.cleanup()
+    if simulator is not None:
+        await simulator.cleanup()
     log.info("stopped")
 
 
