@@ -6,10 +6,10 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
-
 import urllib.error
 import urllib.request
+from pathlib import Path
+
 import openai
 
 from tests.harness import free_port

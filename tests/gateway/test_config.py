@@ -88,13 +88,18 @@ def test_a_key_shared_by_two_teams_is_an_error() -> None:
 
 def test_check_config_cli(tmp_path: Path) -> None:
     ok = subprocess.run(
-        [sys.executable, "-m", "gateway", "check-config", str(ROOT / "gateway.yaml")], capture_output=True, text=True
+        [sys.executable, "-m", "gateway", "check-config", str(ROOT / "gateway.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert ok.returncode == 0, ok.stderr
     assert "3 deployments, 2 models, 1 teams" in ok.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("deployments: []\nmodels: {m: {deployments: [x]}}\nteams: {t: {keys: []}}\nextra: 1\n")
-    result = subprocess.run([sys.executable, "-m", "gateway", "check-config", str(bad)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", str(bad)], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 1
     assert "$.extra: unknown key" in result.stderr
     assert "models.m.deployments[0]: deployment 'x' is not defined" in result.stderr

@@ -116,16 +116,17 @@ async def test_foundry_callers_get_strict_framing() -> None:
         DONE,
     ]
     upstream = CannedUpstream(noisy)
-    async with serve_app(upstream.app()) as served, gateway(canned_config(served.url)) as gw:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(
-                f"{gw.url}/chat/completions?api-version=2024-05-01-preview",
-                headers={"api-key": TEAM_KEY},
-                json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
-            ) as resp,
-        ):
-            received = await resp.read()
+    async with (
+        serve_app(upstream.app()) as served,
+        gateway(canned_config(served.url)) as gw,
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{gw.url}/chat/completions?api-version=2024-05-01-preview",
+            headers={"api-key": TEAM_KEY},
+            json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+        ) as resp,
+    ):
+        received = await resp.read()
     events = received.split(b"\n\n")
     assert events[-1] == b""
     assert b"\r" not in received
@@ -200,16 +201,16 @@ async def test_idle_timeout_ends_a_quiet_stream() -> None:
 async def test_connect_error_answers_502_in_the_callers_dialect() -> None:
     from tests.harness import free_port
 
-    async with gateway(canned_config(f"http://127.0.0.1:{free_port()}")) as gw:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(
-                f"{gw.url}/openai/deployments/m/chat/completions?api-version=2024-10-21",
-                headers={"api-key": TEAM_KEY},
-                json={"messages": [{"role": "user", "content": "hi"}]},
-            ) as resp,
-        ):
-            assert resp.status == 502
-            payload = orjson.loads(await resp.read())
+    async with (
+        gateway(canned_config(f"http://127.0.0.1:{free_port()}")) as gw,
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{gw.url}/openai/deployments/m/chat/completions?api-version=2024-10-21",
+            headers={"api-key": TEAM_KEY},
+            json={"messages": [{"role": "user", "content": "hi"}]},
+        ) as resp,
+    ):
+        assert resp.status == 502
+        payload = orjson.loads(await resp.read())
     assert payload["error"]["code"] == "upstream_unavailable"
     assert "upstream-key" not in orjson.dumps(payload).decode()
