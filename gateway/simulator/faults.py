@@ -81,7 +81,9 @@ def parse_fault(data: Any, fault_id: int) -> Fault:
         kind = FaultKind(kind_name)
     except ValueError:
         raise FaultError(f"'kind' must be one of {[k.value for k in FaultKind]}") from None
-    remaining = _int(data, "count", 1) if data.get("count", 1) is not None else None
+    remaining: int | None = 1  # absent: once
+    if "count" in data:
+        remaining = None if data["count"] is None else _int(data, "count", 1)
     fault = Fault(id=fault_id, kind=kind, match=match, remaining=remaining)
     if kind is FaultKind.STATUS:
         fault.status = _int(data, "status", 400, 599)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import struct
-from typing import Any
 
 from tests.simulator.simhelpers import CHAT, OPENAI_AUTH, MakeSim, Sim, content_of, sse_events
 
@@ -154,7 +153,9 @@ async def test_bad_keys_get_openai_401(sim: Sim) -> None:
 
 
 async def test_model_and_json_required(sim: Sim) -> None:
-    response = await sim.post("/v1/chat/completions", json={"messages": CHAT["messages"]}, headers=OPENAI_AUTH)
+    response = await sim.post(
+        "/v1/chat/completions", json={"messages": CHAT["messages"]}, headers=OPENAI_AUTH
+    )
     assert response.status == 400
     assert (await response.json())["error"]["type"] == "invalid_request_error"
     response = await sim.post("/v1/chat/completions", data=b"{not json", headers=OPENAI_AUTH)
