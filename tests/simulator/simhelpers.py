@@ -14,7 +14,10 @@ Sim = TestClient[Any, Application]
 MakeSim = Callable[..., Awaitable[Sim]]
 OPENAI_AUTH = {"Authorization": "Bearer sim-key"}
 AZURE_AUTH = {"api-key": "sim-key"}
-CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello there, simulator!"}]}
+CHAT: dict[str, Any] = {
+    "model": "gpt-4o",
+    "messages": [{"role": "user", "content": "Hello there, simulator!"}],
+}
 
 
 async def sse_events(response: ClientResponse) -> list[Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import aiohttp
 import pytest
@@ -16,7 +17,7 @@ GA = {"api-version": "2024-10-21"}
 STREAM = {**CHAT, "stream": True}
 
 
-async def _chat(sim: Sim, body: dict[str, object] = CHAT) -> aiohttp.ClientResponse:
+async def _chat(sim: Sim, body: dict[str, Any] = CHAT) -> aiohttp.ClientResponse:
     return await sim.post("/v1/chat/completions", json=body, headers=OPENAI_AUTH)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import struct
+import time
 
 from tests.simulator.simhelpers import CHAT, OPENAI_AUTH, MakeSim, Sim, content_of, sse_events
 
@@ -169,3 +170,16 @@ async def test_unknown_route_is_a_json_404(sim: Sim) -> None:
     response = await sim.post("/v1/nothing", json={}, headers=OPENAI_AUTH)
     assert response.status == 404
     assert "error" in await response.json()
+
+
+async def test_latencies(make_sim: MakeSim) -> None:
+    sim = await make_sim(first_byte_latency_s=0.1, latency_per_token_s=0.02)
+    started = time.monotonic()
+    response = await sim.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=OPENAI_AUTH)
+    assert time.monotonic() - started >= 0.09  # nothing, not even headers, before the first-byte delay
+    first = await response.content.readuntil(b"\n\n")
+    first_at = time.monotonic()
+    await response.read()
+    # Six more frames after the first (five words, the finish chunk, [DONE]), 20 ms apart.
+    assert time.monotonic() - first_at >= 6 * 0.02 * 0.9
+    assert b'"role":"assistant"' in first
