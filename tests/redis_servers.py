@@ -8,6 +8,7 @@ is a failure with instructions, never a skip: the suite's claims are about real 
 from __future__ import annotations
 
 import contextlib
+import random
 import shutil
 import signal
 import socket
@@ -34,11 +35,27 @@ def require(binary: str) -> str:
     return path
 
 
-def free_port() -> int:
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(*, cluster: bool = False) -> int:
+    """A free loopback port; a cluster node also needs port + 10000 (its bus) free and <= 65535."""
+    if not cluster:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+            return port
+    for _ in range(200):
+        port = random.randrange(20_000, 45_000)
+        if _bindable(port) and _bindable(port + 10_000):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 def _cli(port: int, *args: str, timeout: float = 5.0) -> str:
@@ -56,7 +73,7 @@ class RedisServer:
     """One ``redis-server`` on a fixed port: can be killed, frozen and restarted on that port."""
 
     def __init__(self, port: int | None = None, *, cluster: bool = False) -> None:
-        self.port = port or free_port()
+        self.port = port or free_port(cluster=cluster)
         self.cluster = cluster
         self.dir = Path(tempfile.mkdtemp(prefix=f"redis-{self.port}-"))
         self.process: subprocess.Popen[bytes] | None = None
@@ -148,7 +165,6 @@ class RedisClusterServers:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
-
 
 
 # -- fixtures (registered for the whole suite by ``pytest_plugins`` in tests/conftest.py) ----------

@@ -71,27 +71,41 @@ class RedisStore(Store):
         self._breaker = breaker or CircuitBreaker()
         # EVALSHA, falling back to SCRIPT LOAD on NOSCRIPT (after a flush, restart or failover).
         self._window = self._client.register_script(window_script())
+        # redis-py's cluster client discovers the slots lazily, and concurrent first calls race
+        # inside it; one call at a time discovers them.
+        self._discovered = not isinstance(self._client, RedisCluster)
+        self._discovering = asyncio.Lock()
+
+    async def _discover(self) -> None:
+        async with self._discovering:
+            if not self._discovered:
+                assert isinstance(self._client, RedisCluster)
+                await self._client.initialize()
+                self._discovered = True
 
     async def _call(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         if not self._breaker.allow():
             raise self._failed(StoreError(f"store skipped ({what}): it failed recently, probing again soon"))
         try:
             async with asyncio.timeout(self._timeout_s):
+                if not self._discovered:
+                    await self._discover()
                 result = await operation()
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._breaker.failed()
-            reason = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
-            raise self._failed(StoreError(f"store {what} failed: {reason}")) from exc
-        except BaseException:
+        except asyncio.CancelledError:
             self._breaker.abandoned()
             raise
+        except Exception as exc:
+            # Redis errors, socket errors, timeouts, and anything a client bug raises: the request
+            # must get on_error's answer, never a 500 from inside redis-py.
+            self._breaker.failed()
+            reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"[:300]
+            raise self._failed(StoreError(f"store {what} failed: {reason}")) from exc
         self._breaker.succeeded()
         return result
 
-    async def _run(self, scope: str, args: list[str | int]) -> list[Any]:
+    async def _run(self, scope: str, args: list[str | int]) -> Any:
         prefix = f"rl:{{{scope}}}:"
-        result = await self._window(keys=[prefix + "log", prefix + "w"], args=[prefix, *args])
-        return list(result)
+        return await self._window(keys=[prefix + "log", prefix + "w"], args=[prefix, *args])
 
     async def admit(
         self,

@@ -107,7 +107,8 @@ if #gone > 0 then
     for _, w in ipairs(weights) do freed = freed + (tonumber(w) or 0) end
     redis.call('HDEL', KEYS[2], unpack(chunk))
   end
-  redis.call('HINCRBY', KEYS[2], 'sum', -freed)
+  -- Skipped when nothing was freed: Lua's -0 reaches Redis as "-0", which it rejects.
+  if freed ~= 0 then redis.call('HINCRBY', KEYS[2], 'sum', 0 - freed) end
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
 end
 
