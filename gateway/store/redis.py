@@ -40,6 +40,10 @@ T = TypeVar("T")
 
 _LIMIT_NAMES = frozenset({RPM, TPM, PER_DAY, PER_MONTH})
 
+#: Calls in flight per store. Redis runs one command at a time, so more connections add no
+#: throughput; and redis-py's cluster client fails (MaxConnectionsError) rather than wait for one.
+MAX_IN_FLIGHT = 64
+
 
 def window_script() -> str:
     return (resources.files("plugins.ratelimit") / "window.lua").read_text(encoding="utf-8")
@@ -59,7 +63,7 @@ def connect(url: str, timeout_s: float) -> redis.Redis | RedisCluster:
     parts = urlsplit(url)
     if parts.scheme.endswith("+cluster"):
         plain = urlunsplit(parts._replace(scheme=parts.scheme.removesuffix("+cluster")))
-        return RedisCluster.from_url(plain, **options)
+        return RedisCluster.from_url(plain, max_connections=MAX_IN_FLIGHT, **options)
     return redis.Redis.from_url(url, **options)
 
 
@@ -75,6 +79,7 @@ class RedisStore(Store):
         # inside it; one call at a time discovers them.
         self._discovered = not isinstance(self._client, RedisCluster)
         self._discovering = asyncio.Lock()
+        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     async def _discover(self) -> None:
         async with self._discovering:
@@ -87,7 +92,8 @@ class RedisStore(Store):
         if not self._breaker.allow():
             raise self._failed(StoreError(f"store skipped ({what}): it failed recently, probing again soon"))
         try:
-            async with asyncio.timeout(self._timeout_s):
+            # Waiting for a slot counts against the deadline: an overloaded store is a slow one.
+            async with asyncio.timeout(self._timeout_s), self._in_flight:
                 if not self._discovered:
                     await self._discover()
                 result = await operation()
