@@ -27,7 +27,7 @@ from gateway.store.base import (
     Store,
     counters,
 )
-from gateway.store.calendar import DAY_MS, buckets
+from gateway.store.calendar import DAY_MS, Buckets, buckets
 
 
 def wall_clock_ms() -> int:
@@ -87,6 +87,13 @@ class MemoryStore(Store):
         #: key -> (value, expiry ms)
         self._values: dict[str, tuple[str, int]] = {}
         self._sweep_at = 1024
+        self._calendar = buckets(0)
+
+    def _buckets(self, now_ms: int) -> Buckets:
+        # Computed once a day, not once per request.
+        if not (self._calendar.day_end_ms - DAY_MS <= now_ms < self._calendar.day_end_ms):
+            self._calendar = buckets(now_ms)
+        return self._calendar
 
     async def admit(
         self,
@@ -100,7 +107,7 @@ class MemoryStore(Store):
         now = self._clock() if now_ms is None else now_ms
         s = self._scopes.setdefault(scope, _Scope())
         s.trim(now, window_ms)
-        cal = buckets(now)
+        cal = self._buckets(now)
         day, month = s.days.get(cal.day, 0), s.months.get(cal.month, 0)
         waits: list[tuple[str, int | None]] = []
         if limits.rpm and len(s.log) + 1 > limits.rpm:
@@ -117,9 +124,10 @@ class MemoryStore(Store):
             member = os.urandom(8).hex()
             s.add(now, member, tokens)
             if tokens:
+                if cal.day not in s.days:  # a new day: older buckets may now be out of reach
+                    s.forget_old_buckets(now)
                 day = s.days[cal.day] = day + tokens
                 month = s.months[cal.month] = month + tokens
-            s.forget_old_buckets(now)
             reservation = Reservation(member, now, tokens)
         state = self._counters(s, limits, now, window_ms, day=day, month=month)
         if reservation is not None:
@@ -136,7 +144,7 @@ class MemoryStore(Store):
             s.weights[reservation.member] = actual_tokens
             s.tokens += actual_tokens - old
         delta = actual_tokens - reservation.tokens
-        cal = buckets(reservation.at_ms)
+        cal = self._buckets(reservation.at_ms)
         if cal.day in s.days:
             s.days[cal.day] += delta
         if cal.month in s.months:
@@ -148,16 +156,15 @@ class MemoryStore(Store):
         now = self._clock() if now_ms is None else now_ms
         s = self._scopes.setdefault(scope, _Scope())
         s.trim(now, window_ms)
-        cal = buckets(now)
+        cal = self._buckets(now)
         return self._counters(
             s, limits, now, window_ms, day=s.days.get(cal.day, 0), month=s.months.get(cal.month, 0)
         )
 
-    @staticmethod
     def _counters(
-        s: _Scope, limits: Limits, now: int, window_ms: int, *, day: int, month: int
+        self, s: _Scope, limits: Limits, now: int, window_ms: int, *, day: int, month: int
     ) -> tuple[Counter, ...]:
-        cal = buckets(now)
+        cal = self._buckets(now)
         return counters(
             limits,
             requests=len(s.log),

@@ -134,11 +134,19 @@ if mode == 'admit' then
     if cost > tpm then
       refuse('tpm', -1)
     else
-      local log = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-      local left, at = tokens, now + window
-      for i = 1, #log, 2 do
-        left = left - (tonumber(redis.call('HGET', KEYS[2], log[i])) or 0)
-        if left + cost <= tpm then at = tonumber(log[i + 1]) + window; break end
+      -- Walk the oldest admissions, a page at a time, until enough tokens would have left;
+      -- usually the first page, so a team hammering at its limit costs little.
+      local left, at, first = tokens, now + window, 0
+      while at == now + window and first < requests do
+        local page = redis.call('ZRANGE', KEYS[1], first, first + 99, 'WITHSCORES')
+        local members = {}
+        for i = 1, #page, 2 do members[#members + 1] = page[i] end
+        local weights = redis.call('HMGET', KEYS[2], unpack(members))
+        for i, w in ipairs(weights) do
+          left = left - (tonumber(w) or 0)
+          if left + cost <= tpm then at = tonumber(page[2 * i]) + window; break end
+        end
+        first = first + 100
       end
       refuse('tpm', at - now)
     end
