@@ -54,8 +54,9 @@ async def test_tpm_retry_after_looks_past_the_first_page_of_the_log(store: Store
     # 200 more fits once 190 of the 1-token admissions have left: the one at T0 + 189 is the last.
     refused = await store.admit(scope, limits, 200, window_ms=WINDOW, now_ms=T0 + 300)
     assert refused.retry_after_ms == 189 + WINDOW - 300
-    assert not (await store.admit(scope, limits, 200, window_ms=WINDOW, now_ms=T0 + 189 + WINDOW - 1)).admitted
-    assert (await store.admit(scope, limits, 200, window_ms=WINDOW, now_ms=T0 + 189 + WINDOW)).admitted
+    frees = T0 + 189 + WINDOW
+    assert not (await store.admit(scope, limits, 200, window_ms=WINDOW, now_ms=frees - 1)).admitted
+    assert (await store.admit(scope, limits, 200, window_ms=WINDOW, now_ms=frees)).admitted
 
 
 async def test_the_slowest_limit_decides_the_retry(store: Store, scope: str) -> None:
