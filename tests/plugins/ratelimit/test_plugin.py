@@ -28,7 +28,7 @@ HEADERS = {
 
 @pytest.fixture
 async def store(store_url: str) -> AsyncIterator[Store]:
-    s = open_store(make_config({}, store_url=store_url).store)
+    s = open_store(make_config({}, store_url=store_url, timeout_ms=2000).store)
     yield s
     await s.close()
 
@@ -197,6 +197,7 @@ async def test_tokens_admitted_never_exceed_tpm_and_the_counter_ends_exact(store
     for _ in range(4):  # waves: later ones are admitted into capacity earlier ones gave back
         await asyncio.gather(*(request() for _ in range(40)))
         assert sum(used) <= tpm
+    assert store.errors == 0  # every admission was decided by the store, none failed open
     [counter] = await store.read_usage(team, config.teams[team].limits)
     assert counter.used == sum(used)
     assert len(used) > tpm // 300  # reconciliation really gave capacity back
