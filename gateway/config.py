@@ -76,6 +76,15 @@ class StoreConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimitSettings:
+    """``ratelimit:`` in gateway.yaml: how admission estimates a request's token cost."""
+
+    #: Completion tokens reserved when a request sets neither ``max_tokens`` nor
+    #: ``max_completion_tokens``; replaced by the actual usage when the response completes.
+    default_max_tokens: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
 class Deployment:
     name: str
     dialect: Dialect
@@ -132,6 +141,7 @@ class Config:
     keys: Mapping[bytes, Team] = field(repr=False)
     simulator: SimulatorSettings | None = None
     source: str = "<memory>"
+    ratelimit: RateLimitSettings = RateLimitSettings()
 
     def pool(self, model: str) -> tuple[Deployment, ...]:
         return tuple(self.deployments[name] for name in self.models[model].deployments)
@@ -275,7 +285,7 @@ class _Validator:
         top = self.mapping(
             raw,
             "$",
-            {"server", "store", "deployments", "models", "teams", "simulator"},
+            {"server", "store", "deployments", "models", "teams", "simulator", "ratelimit"},
             {"deployments", "models", "teams"},
         )
         server = self.server(top.get("server"), "server")
@@ -284,6 +294,7 @@ class _Validator:
         models = self.models(top.get("models"), "models", deployments)
         teams, keys = self.teams(top.get("teams"), "teams", models, deployments)
         simulator = self.simulator(top["simulator"], "simulator") if top.get("simulator") is not None else None
+        ratelimit = self.ratelimit(top.get("ratelimit"), "ratelimit")
         if store.scheme == "memory" and server.workers > 1:
             self.error(
                 "store.url",
@@ -292,7 +303,7 @@ class _Validator:
             )
         if self.errors:
             raise ConfigError([f"{self.source}: {e}" for e in self.errors])
-        return Config(server, store, deployments, models, teams, keys, simulator, self.source)
+        return Config(server, store, deployments, models, teams, keys, simulator, self.source, ratelimit)
 
     def server(self, raw: Any, path: str) -> ServerConfig:
         r = self.mapping(raw, path, {"host", "port", "workers", "max_body_bytes", "shutdown_timeout_s"})
@@ -318,6 +329,13 @@ class _Validator:
         on_error = self.choice(r, "on_error", path, ("open", "closed"), "open")
         timeout_ms = self.number(r, "timeout_ms", path, 100, minimum=1)
         return StoreConfig(url, on_error, timeout_ms)  # type: ignore[arg-type]
+
+    def ratelimit(self, raw: Any, path: str) -> RateLimitSettings:
+        r = self.mapping(raw, path, {"default_max_tokens"})
+        d = RateLimitSettings()
+        return RateLimitSettings(
+            default_max_tokens=self.number(r, "default_max_tokens", path, d.default_max_tokens, minimum=0),
+        )
 
     def limits(self, raw: Any, path: str) -> Limits:
         r = self.mapping(raw, path, {"rpm", "tpm", "tokens_per_day", "tokens_per_month"})

@@ -124,6 +124,17 @@ class StoreUnavailable(GatewayError):
     code = "store_unavailable"
 
 
+class StoreError(GatewayError):
+    """The store did not answer in time, refused, or its circuit breaker is open.
+
+    The store modules raise it for every redis failure (``raise StoreError(...) from exc``); the
+    rate limiter turns it into an admission (``on_error: open``) or ``StoreUnavailable``.
+    """
+
+    status = 503
+    code = "store_error"
+
+
 class ServiceUnavailable(GatewayError):
     status = 503
     code = "service_unavailable"

@@ -6,6 +6,9 @@ import pytest
 
 from tests.harness import Served, gateway, matrix_config, simulator
 
+# redis-server processes (single node and a 3-node cluster) for every test that needs them.
+pytest_plugins = ["tests.redis_servers"]
+
 
 @pytest.fixture
 async def sim() -> AsyncIterator[Served]:

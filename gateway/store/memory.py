@@ -1,0 +1,209 @@
+"""``memory://``: the quota algorithm in this process, for one worker and for tests.
+
+The same rolling-window log and calendar counters as ``plugins/ratelimit/window.lua``. Each
+method runs without awaiting, so on one event loop every admission is atomic, as the script is
+in Redis.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gateway.config import Limits
+from gateway.store.base import (
+    MINUTE_MS,
+    PER_DAY,
+    PER_MONTH,
+    RPM,
+    TPM,
+    Counter,
+    Decision,
+    Reservation,
+    Store,
+    counters,
+)
+from gateway.store.calendar import DAY_MS, Buckets, buckets
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class _Scope:
+    """One team's counters: the admissions in the window, their weights, the calendar totals."""
+
+    #: (admission ms, member), oldest first.
+    log: deque[tuple[int, str]] = field(default_factory=deque)
+    weights: dict[str, int] = field(default_factory=dict)
+    tokens: int = 0
+    #: days since the epoch -> tokens; yyyymm -> tokens.
+    days: dict[int, int] = field(default_factory=dict)
+    months: dict[int, int] = field(default_factory=dict)
+
+    def trim(self, now_ms: int, window_ms: int) -> None:
+        cutoff = now_ms - window_ms
+        while self.log and self.log[0][0] <= cutoff:
+            _, member = self.log.popleft()
+            self.tokens -= self.weights.pop(member, 0)
+
+    def add(self, at_ms: int, member: str, tokens: int) -> None:
+        if self.log and at_ms < self.log[-1][0]:  # only an overridden clock goes back
+            self.log.insert(bisect.bisect_right(self.log, (at_ms, member)), (at_ms, member))
+        else:
+            self.log.append((at_ms, member))
+        self.weights[member] = tokens
+        self.tokens += tokens
+
+    def frees_at(self, needed: int, window_ms: int) -> int:
+        """When the oldest admissions have left the window carrying at least ``needed`` tokens."""
+        freed = 0
+        for at_ms, member in self.log:
+            freed += self.weights.get(member, 0)
+            if freed >= needed:
+                return at_ms + window_ms
+        return (self.log[-1][0] if self.log else 0) + window_ms
+
+    def forget_old_buckets(self, now_ms: int) -> None:
+        # Like the Redis keys, a bucket outlives its period by a day for late reconciliations.
+        horizon = now_ms // DAY_MS - 1
+        for day in [d for d in self.days if d < horizon]:
+            del self.days[day]
+        current = buckets(horizon * DAY_MS).month
+        for month in [m for m in self.months if m < current]:
+            del self.months[month]
+
+
+class MemoryStore(Store):
+    def __init__(self, clock: Callable[[], int] = wall_clock_ms) -> None:
+        super().__init__()
+        self._clock = clock
+        self._scopes: dict[str, _Scope] = {}
+        #: key -> (value, expiry ms)
+        self._values: dict[str, tuple[str, int]] = {}
+        self._sweep_at = 1024
+        self._calendar = buckets(0)
+
+    def _buckets(self, now_ms: int) -> Buckets:
+        # Computed once a day, not once per request.
+        if not (self._calendar.day_end_ms - DAY_MS <= now_ms < self._calendar.day_end_ms):
+            self._calendar = buckets(now_ms)
+        return self._calendar
+
+    async def admit(
+        self,
+        scope: str,
+        limits: Limits,
+        tokens: int,
+        *,
+        window_ms: int = MINUTE_MS,
+        now_ms: int | None = None,
+    ) -> Decision:
+        now = self._clock() if now_ms is None else now_ms
+        s = self._scopes.setdefault(scope, _Scope())
+        s.trim(now, window_ms)
+        cal = self._buckets(now)
+        day, month = s.days.get(cal.day, 0), s.months.get(cal.month, 0)
+        waits: list[tuple[str, int | None]] = []
+        if limits.rpm and len(s.log) + 1 > limits.rpm:
+            waits.append((RPM, s.log[len(s.log) - limits.rpm][0] + window_ms - now))
+        if limits.tpm and s.tokens + tokens > limits.tpm:
+            fits = tokens <= limits.tpm
+            waits.append((TPM, s.frees_at(s.tokens + tokens - limits.tpm, window_ms) - now if fits else None))
+        if limits.tokens_per_day and day + tokens > limits.tokens_per_day:
+            waits.append((PER_DAY, cal.day_end_ms - now if tokens <= limits.tokens_per_day else None))
+        if limits.tokens_per_month and month + tokens > limits.tokens_per_month:
+            waits.append((PER_MONTH, cal.month_end_ms - now if tokens <= limits.tokens_per_month else None))
+        reservation = None
+        if not waits:
+            member = os.urandom(8).hex()
+            s.add(now, member, tokens)
+            if tokens:
+                if cal.day not in s.days:  # a new day: older buckets may now be out of reach
+                    s.forget_old_buckets(now)
+                day = s.days[cal.day] = day + tokens
+                month = s.months[cal.month] = month + tokens
+            reservation = Reservation(member, now, tokens)
+        state = self._counters(s, limits, now, window_ms, day=day, month=month)
+        if reservation is not None:
+            return Decision(True, now, state, reservation)
+        refused_by, wait = _slowest(waits)
+        return Decision(False, now, state, refused_by=refused_by, retry_after_ms=wait)
+
+    async def reconcile(self, scope: str, reservation: Reservation, actual_tokens: int) -> None:
+        s = self._scopes.get(scope)
+        if s is None:
+            return
+        old = s.weights.get(reservation.member)
+        if old is not None:
+            s.weights[reservation.member] = actual_tokens
+            s.tokens += actual_tokens - old
+        delta = actual_tokens - reservation.tokens
+        cal = self._buckets(reservation.at_ms)
+        if cal.day in s.days:
+            s.days[cal.day] += delta
+        if cal.month in s.months:
+            s.months[cal.month] += delta
+
+    async def read_usage(
+        self, scope: str, limits: Limits, *, window_ms: int = MINUTE_MS, now_ms: int | None = None
+    ) -> tuple[Counter, ...]:
+        now = self._clock() if now_ms is None else now_ms
+        s = self._scopes.setdefault(scope, _Scope())
+        s.trim(now, window_ms)
+        cal = self._buckets(now)
+        return self._counters(
+            s, limits, now, window_ms, day=s.days.get(cal.day, 0), month=s.months.get(cal.month, 0)
+        )
+
+    def _counters(
+        self, s: _Scope, limits: Limits, now: int, window_ms: int, *, day: int, month: int
+    ) -> tuple[Counter, ...]:
+        cal = self._buckets(now)
+        return counters(
+            limits,
+            requests=len(s.log),
+            tokens=s.tokens,
+            window_reset_ms=(s.log[0][0] + window_ms - now) if s.log else window_ms,
+            day_tokens=day,
+            day_reset_ms=cal.day_end_ms - now,
+            month_tokens=month,
+            month_reset_ms=cal.month_end_ms - now,
+        )
+
+    async def get(self, key: str) -> str | None:
+        item = self._values.get(key)
+        if item is None:
+            return None
+        if item[1] <= self._clock():
+            del self._values[key]
+            return None
+        return item[0]
+
+    async def set(self, key: str, value: str, ttl_ms: int) -> None:
+        now = self._clock()
+        self._values[key] = (value, now + ttl_ms)
+        if len(self._values) >= self._sweep_at:  # amortised: expired values never pile up
+            self._values = {k: v for k, v in self._values.items() if v[1] > now}
+            self._sweep_at = max(1024, 2 * len(self._values))
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        self._scopes.clear()
+        self._values.clear()
+
+
+def _slowest(waits: list[tuple[str, int | None]]) -> tuple[str, int | None]:
+    """Every limit must pass, so a retry fits once the slowest frees; never, if one never does."""
+    never = [name for name, wait in waits if wait is None]
+    if never:
+        return never[0], None
+    name, wait = max(waits, key=lambda w: w[1] or 0)
+    return name, wait

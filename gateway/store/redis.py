@@ -1,0 +1,186 @@
+"""Redis and Redis Cluster: quota admission by one Lua script per call, shared by every replica.
+
+This module is the one place where redis-py errors become ``StoreError``. Each call has a
+deadline of ``store.timeout_ms``, and a circuit breaker skips Redis after a failure, so a dead
+or frozen server costs at most one timeout per back-off instead of one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from gateway.config import Limits, StoreConfig
+from gateway.errors import StoreError
+from gateway.store.base import (
+    MINUTE_MS,
+    PER_DAY,
+    PER_MONTH,
+    RPM,
+    TPM,
+    Counter,
+    Decision,
+    Reservation,
+    Store,
+    counters,
+)
+from gateway.store.breaker import CircuitBreaker
+
+T = TypeVar("T")
+
+_LIMIT_NAMES = frozenset({RPM, TPM, PER_DAY, PER_MONTH})
+
+#: Calls in flight per store. Redis runs one command at a time, so more connections add no
+#: throughput; and redis-py's cluster client fails (MaxConnectionsError) rather than wait for one.
+MAX_IN_FLIGHT = 64
+
+
+def window_script() -> str:
+    return (resources.files("plugins.ratelimit") / "window.lua").read_text(encoding="utf-8")
+
+
+def connect(url: str, timeout_s: float) -> redis.Redis | RedisCluster:
+    """``redis://``, ``rediss://``, ``redis+cluster://`` or ``rediss+cluster://`` -> a client.
+
+    redis-py's own retries are reduced to one immediate reconnect (a pooled connection that
+    died with a restarted server); waiting longer is the breaker's job.
+    """
+    options: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), 1),
+    }
+    parts = urlsplit(url)
+    if parts.scheme.endswith("+cluster"):
+        plain = urlunsplit(parts._replace(scheme=parts.scheme.removesuffix("+cluster")))
+        return RedisCluster.from_url(plain, max_connections=MAX_IN_FLIGHT, **options)
+    return redis.Redis.from_url(url, **options)
+
+
+class RedisStore(Store):
+    def __init__(self, config: StoreConfig, *, breaker: CircuitBreaker | None = None) -> None:
+        super().__init__()
+        self._timeout_s = config.timeout_ms / 1000
+        self._client = connect(config.url, self._timeout_s)
+        self._breaker = breaker or CircuitBreaker()
+        # EVALSHA, falling back to SCRIPT LOAD on NOSCRIPT (after a flush, restart or failover).
+        self._window = self._client.register_script(window_script())
+        # redis-py's cluster client discovers the slots lazily, and concurrent first calls race
+        # inside it; one call at a time discovers them.
+        self._discovered = not isinstance(self._client, RedisCluster)
+        self._discovering = asyncio.Lock()
+        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+
+    async def _discover(self) -> None:
+        async with self._discovering:
+            if not self._discovered:
+                assert isinstance(self._client, RedisCluster)
+                await self._client.initialize()
+                self._discovered = True
+
+    async def _call(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        if not self._breaker.allow():
+            raise self._failed(StoreError(f"store skipped ({what}): it failed recently, probing again soon"))
+        try:
+            # Waiting for a slot counts against the deadline: an overloaded store is a slow one.
+            async with asyncio.timeout(self._timeout_s), self._in_flight:
+                if not self._discovered:
+                    await self._discover()
+                result = await operation()
+        except asyncio.CancelledError:
+            self._breaker.abandoned()
+            raise
+        except Exception as exc:
+            # Redis errors, socket errors, timeouts, and anything a client bug raises: the request
+            # must get on_error's answer, never a 500 from inside redis-py.
+            self._breaker.failed()
+            reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"[:300]
+            raise self._failed(StoreError(f"store {what} failed: {reason}")) from exc
+        self._breaker.succeeded()
+        return result
+
+    async def _run(self, scope: str, args: list[str | int]) -> Any:
+        prefix = f"rl:{{{scope}}}:"
+        return await self._window(keys=[prefix + "log", prefix + "w"], args=[prefix, *args])
+
+    async def admit(
+        self,
+        scope: str,
+        limits: Limits,
+        tokens: int,
+        *,
+        window_ms: int = MINUTE_MS,
+        now_ms: int | None = None,
+    ) -> Decision:
+        member = os.urandom(8).hex()
+        args: list[str | int] = [
+            "admit", member, tokens, window_ms, now_ms or 0,
+            limits.rpm or 0, limits.tpm or 0, limits.tokens_per_day or 0, limits.tokens_per_month or 0,
+        ]  # fmt: skip
+        reply = await self._call("admit", lambda: self._run(scope, args))
+        admitted, refused_by, wait, now = int(reply[0]), _text(reply[1]), int(reply[2]), int(reply[3])
+        state = _counters(limits, reply)
+        if admitted:
+            return Decision(True, now, state, Reservation(member, now, tokens))
+        if refused_by not in _LIMIT_NAMES:
+            raise self._failed(StoreError(f"store admit failed: unexpected reply {reply!r}"))
+        return Decision(False, now, state, refused_by=refused_by, retry_after_ms=None if wait < 0 else wait)
+
+    async def reconcile(self, scope: str, reservation: Reservation, actual_tokens: int) -> None:
+        r = reservation
+        args: list[str | int] = ["reconcile", r.member, r.tokens, actual_tokens, r.at_ms]
+        await self._call("reconcile", lambda: self._run(scope, args))
+
+    async def read_usage(
+        self, scope: str, limits: Limits, *, window_ms: int = MINUTE_MS, now_ms: int | None = None
+    ) -> tuple[Counter, ...]:
+        args: list[str | int] = ["peek", "", 0, window_ms, now_ms or 0, 0, 0, 0, 0]
+        return _counters(limits, await self._call("read", lambda: self._run(scope, args)))
+
+    async def get(self, key: str) -> str | None:
+        value = await self._call("get", lambda: self._client.get(key))
+        return None if value is None else _text(value)
+
+    async def set(self, key: str, value: str, ttl_ms: int) -> None:
+        await self._call("set", lambda: self._client.set(key, value, px=max(1, ttl_ms)))
+
+    async def ping(self) -> bool:
+        try:
+            await self._call("ping", self._client.ping)
+        except StoreError:
+            return False
+        return True
+
+    async def close(self) -> None:
+        try:
+            await self._client.aclose()
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"store close failed: {type(exc).__name__}") from exc
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _counters(limits: Limits, reply: list[Any]) -> tuple[Counter, ...]:
+    requests, window_reset, tokens, _, day, day_reset, month, month_reset = (int(v) for v in reply[4:12])
+    return counters(
+        limits,
+        requests=requests,
+        tokens=tokens,
+        window_reset_ms=window_reset,
+        day_tokens=day,
+        day_reset_ms=day_reset,
+        month_tokens=month,
+        month_reset_ms=month_reset,
+    )
