@@ -82,15 +82,24 @@ def script(load: Load) -> str:
     return "\n".join(lines) + _DONE % (pcts, _MARK)
 
 
-def run(load: Load, tmp: Path, name: str) -> WrkResult:
+def start(load: Load, tmp: Path, name: str) -> subprocess.Popen[str]:
+    """Start wrk in the background (the soak samples memory while it runs); finish() collects it."""
     lua = tmp / f"{name}.lua"
     lua.write_text(script(load))
     cmd = [WRK, "-t", str(load.threads), "-c", str(load.connections), "-d", f"{load.duration_s}s",
            "--timeout", "10s", "-s", str(lua), load.url]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=load.duration_s + 60, check=False)
-    for line in out.stdout.splitlines():
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float) -> WrkResult:
+    stdout, stderr = proc.communicate(timeout=timeout)
+    for line in stdout.splitlines():
         if line.startswith(_MARK):
             data = orjson.loads(line[len(_MARK):])
             return WrkResult(requests=data["requests"], duration_s=data["duration_us"] / 1e6,
                              bytes=data["bytes"], errors=data["errors"], latency_us=data["latency_us"])
-    raise RuntimeError(f"wrk printed no summary (exit {out.returncode}):\n{out.stdout}\n{out.stderr}")
+    raise RuntimeError(f"wrk printed no summary (exit {proc.returncode}):\n{stdout}\n{stderr}")
+
+
+def run(load: Load, tmp: Path, name: str) -> WrkResult:
+    return finish(start(load, tmp, name), timeout=load.duration_s + 60)
