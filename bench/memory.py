@@ -180,8 +180,9 @@ def markdown(idle: list[dict[str, Any]], soaks: list[dict[str, Any]], machine: d
                 out.append(f"| {run['target']} | {row['streams']:,} | {row['open']:,} "
                            f"| {row.get('failed', 0):,} | {row['rss_mib']:.1f} "
                            f"| {'' if per is None else f'{per:.1f}'} |")
-            if run.get("note"):
-                out.append(f"\n{run['target']}: {run['note']}")
+            failures = [row["first_failure"] for row in run.get("steps", []) if row.get("first_failure")]
+            if failures or run.get("note"):
+                out.append(f"\n{run['target']}: {run.get('note') or 'first failure: ' + failures[0]}\n")
         limits = {run["nofile_limit"] for run in idle if "nofile_limit" in run}
         out += ["", f"Open-file limit in force: {', '.join(map(str, limits))} (a proxied stream costs the "
                     "target two descriptors; 10,000 streams need a hard limit above 20,000)."]
