@@ -91,7 +91,7 @@ class _Streams:
 
 async def _idle_streams(target_proc: Proc, endpoint: Endpoint, steps: list[int]) -> list[dict[str, Any]]:
     streams = _Streams(endpoint)
-    rows = [{"streams": 0, "open": 0, "rss_mib": rss_bytes(target_proc.pid) / MIB}]
+    rows: list[dict[str, Any]] = [{"streams": 0, "open": 0, "rss_mib": rss_bytes(target_proc.pid) / MIB}]
     try:
         for step in steps:
             await streams.open(step - len(streams.writers))

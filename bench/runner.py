@@ -7,7 +7,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import nginx, ttfb, wrk
+from bench import nginx, peers, ttfb, wrk
 from bench.payloads import JSON_BODY, STREAM_BODY
 from bench.procs import StartError, free_port, raise_nofile
 from bench.settings import Settings
@@ -44,6 +44,15 @@ def measure(endpoint: Endpoint, s: Settings, tmp: Path, name: str) -> dict[str, 
 def run(names: list[str], s: Settings) -> list[dict[str, Any]]:
     raise_nofile(65536)
     results: list[dict[str, Any]] = []
+    if "litellm" in names:
+        # Install the peer before any measurement, so a slow pip never overlaps a run.
+        try:
+            peers.ensure_litellm()
+        except StartError as exc:
+            _say(f"  SKIPPED litellm: {exc}")
+            results.append({"name": "litellm", "label": TARGETS["litellm"].label, "status": "skipped",
+                            "note": str(exc)})
+            names = [n for n in names if n != "litellm"]
     with tempfile.TemporaryDirectory(prefix="llm-gateway-bench-") as tmp_name:
         tmp = Path(tmp_name)
         upstream_port = free_port()

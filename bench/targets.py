@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -138,7 +138,7 @@ class LiteLLM(Target):
         return Endpoint(port, payloads.JSON_PATH, payloads.JSON_PATH, headers)
 
 
-TARGETS: dict[str, Callable[[], Target]] = {
+TARGETS: dict[str, type[Target]] = {
     t.name: t for t in (Direct, NginxProxy, Floor, Gateway, GatewayRedis, GatewayWorkers, LiteLLM)
 }
 DEFAULT = ("direct", "nginx", "floor", "gateway", "gateway-redis")
