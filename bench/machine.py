@@ -6,10 +6,13 @@ import os
 import platform
 import shutil
 import subprocess
+import time
 from importlib import metadata
 from pathlib import Path
 
 from bench.gateway import executable
+
+BUSY_WARN = 0.10  # share of all CPUs busy that marks a box as not idle (a quiet one sits near 0-2%)
 
 
 def _first_line(cmd: list[str]) -> str:
@@ -74,3 +77,17 @@ def describe() -> dict[str, str]:
         "harness commit": commit or "unknown",
         "gateway under test": gateway_source(),
     }
+
+
+def _cpu_jiffies() -> tuple[int, int]:
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_fraction(seconds: float = 1.0) -> float:
+    """Share of all CPUs busy over `seconds`: a benchmark on a busy 2-core box measures its neighbours."""
+    busy0, total0 = _cpu_jiffies()
+    time.sleep(seconds)
+    busy1, total1 = _cpu_jiffies()
+    return (busy1 - busy0) / max(1, total1 - total0)

@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from bench.machine import BUSY_WARN
+
 RESULTS = Path(__file__).resolve().parent / "results"
 FLOOR_RATIO_TARGET = 0.75  # DESIGN.md: throughput >= 0.75x the bare aiohttp pass-through per worker
 ADDED_MS_TARGET = 1.0  # DESIGN.md: added p50 latency and added TTFB at concurrency 1 <= 1 ms
@@ -113,6 +115,12 @@ def markdown(rows: list[Row], machine: dict[str, str], settings: dict[str, Any],
                   for r in ran]
         out += _table(["target", *(m.header for m in METRICS)], ratios)
     out += _verdicts(figures)
+    busy = [f"{r['name']} {r['cpu_busy_before']:.0%}" for r in rows
+            if r.get("cpu_busy_before", 0) > BUSY_WARN]
+    if busy:
+        out += ["", "## Warning: the machine was not idle", "",
+                "CPU busy (all cores) in the second before a target started, from processes outside the "
+                "harness: " + ", ".join(busy) + ". Those rows are noisy; rerun on a quiet machine."]
     skipped = [r for r in rows if r.get("status") != "ok"]
     if skipped:
         out += ["", "## Not measured", ""]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import nginx, peers, ttfb, wrk
+from bench.machine import BUSY_WARN, busy_fraction
 from bench.payloads import JSON_BODY, STREAM_BODY
 from bench.procs import StartError, free_port, raise_nofile
 from bench.settings import Settings
@@ -64,6 +65,11 @@ def run(names: list[str], s: Settings) -> list[dict[str, Any]]:
                 target = TARGETS[name]()
                 row: dict[str, Any] = {"name": name, "label": target.label}
                 _say(f"== {name}: {target.label}")
+                # Checked between targets, when nothing of ours runs: anything busy now is a neighbour.
+                row["cpu_busy_before"] = round(busy_fraction(), 3)
+                if row["cpu_busy_before"] > BUSY_WARN:
+                    _say(f"  WARNING: {row['cpu_busy_before']:.0%} of the CPUs busy before this target: "
+                         "another workload is running, so its figures are noisy")
                 try:
                     endpoint = target.start(ctx)
                     probe(endpoint)
