@@ -41,8 +41,31 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
-bench: $(STAMP)
-	@echo "the benchmark harness lands with bench/ (see BENCHMARKS.md)"
+# The benchmark (BENCHMARKS.md): wrk drives it and nginx serves the upstream and the proxy hop.
+# PEERS=1 adds LiteLLM; BENCH_QUICK=1 is a 2 s smoke run; BENCH_TARGETS=all adds every gateway variant.
+.PHONY: bench-tools bench-memory
+bench-tools:
+	@missing=""; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || missing="$$missing nginx-light"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing$$missing from the distribution"; \
+	    export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && \
+	    { apt-get install -y -qq $$missing >/dev/null || \
+	      apt-get install -y -qq $$(echo $$missing | sed 's/nginx-light/nginx/') >/dev/null; }; \
+	  else \
+	    echo "missing:$$missing. Install them (Debian/Ubuntu: sudo apt-get install -y wrk nginx-light)"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+bench: $(STAMP) bench-tools
+	PEERS=$(PEERS) $(BIN)/python -m bench
+
+# RSS with 1,000 and 10,000 idle streams; BENCH_SOAK=600 adds a 10-minute soak.
+bench-memory: $(STAMP) bench-tools
+	$(BIN)/python -m bench memory
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache

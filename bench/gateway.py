@@ -1,0 +1,67 @@
+"""How the harness starts the gateway: a generated gateway.yaml and the `gateway run` command line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench import payloads
+from bench.procs import LOOPBACK, Proc, StartError, spawn, wait_port
+
+# Limits far above anything a 2-core run reaches: the limiter does its full work but never says 429.
+_UNREACHABLE_LIMITS = {"rpm": 1_000_000_000, "tpm": 1_000_000_000_000}
+
+
+def executable() -> Path:
+    """BENCH_GATEWAY overrides; otherwise the `gateway` script next to this interpreter (the venv's)."""
+    if env := os.environ.get("BENCH_GATEWAY"):
+        return Path(env)
+    beside = Path(sys.executable).parent / "gateway"
+    return beside if beside.exists() else Path(shutil.which("gateway") or beside)
+
+
+def config(
+    port: int, upstream: str, stream_upstream: str, store_url: str, workers: str = "1"
+) -> dict[str, Any]:
+    """One openai deployment per upstream route; the stream route gets its own model name."""
+    deployment = {"dialect": "openai", "model": payloads.MODEL, "api_key": payloads.UPSTREAM_KEY}
+    return {
+        "server": {"host": LOOPBACK, "port": port, "workers": int(workers) if workers.isdigit() else workers},
+        "store": {"url": store_url},
+        "deployments": [
+            {"name": "bench-upstream", "url": upstream, **deployment},
+            {"name": "bench-upstream-stream", "url": stream_upstream, **deployment},
+        ],
+        "models": {
+            payloads.MODEL: {"deployments": ["bench-upstream"]},
+            payloads.STREAM_MODEL: {"deployments": ["bench-upstream-stream"]},
+        },
+        "teams": {"bench": {"keys": [payloads.CLIENT_KEY], "limits": dict(_UNREACHABLE_LIMITS)}},
+    }
+
+
+def command(config_path: Path, port: int, workers: str = "1") -> list[str]:
+    cmd = [str(executable()), "run", "--config", str(config_path), "--port", str(port)]
+    return cmd if workers == "1" else [*cmd, "--workers", workers]
+
+
+def start(tmp: Path, name: str, cfg: dict[str, Any], timeout: float = 30.0) -> Proc:
+    exe = executable()
+    if not exe.exists():
+        raise StartError(f"no gateway CLI at {exe} (the gateway has not landed, or the venv lacks it)")
+    port = int(cfg["server"]["port"])
+    workers = str(cfg["server"]["workers"])
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    # Access logs go to a file, as in production; multiprocess metrics need a private directory.
+    metrics_dir = tmp / f"{name}-metrics"
+    metrics_dir.mkdir(exist_ok=True)
+    proc = spawn(name, command(path, port, workers), tmp / f"{name}.log",
+                 env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+    wait_port(proc, port, timeout)
+    return proc
