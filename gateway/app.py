@@ -13,9 +13,12 @@ from gateway.config import Config
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
 from gateway.pipeline import Generation, Pipeline, request_id_of
 from gateway.plugin import Plugin
+from gateway.store import Store, open_store
 from gateway.upstream import UpstreamClient
 from plugins.dialects import AZURE, AZURE_V1, FOUNDRY, OPENAI, Dialect
+from plugins.ratelimit import RateLimitPlugin
 from plugins.routing import Router
+from plugins.usage import usage_response
 
 PluginFactory = Callable[[Config, "Runtime"], list[Plugin]]
 
@@ -27,6 +30,8 @@ class Runtime:
     config: Config
     plugin_factory: PluginFactory | None = None
     upstream: UpstreamClient | None = None
+    #: Shared state for every replica: quota counters and routing cooldowns.
+    store: Store | None = None
     pipeline: Pipeline | None = None
     #: Set on SIGTERM: ``/readyz`` answers 503 so load balancers stop sending traffic.
     draining: bool = False
@@ -85,6 +90,7 @@ def build_app(config: Config, plugin_factory: PluginFactory | None = None) -> we
     for path, dialect, handler in CATALOG_ROUTES:
         router.add_route("GET", path, partial(_catalog, runtime, dialect, handler))
         router.add_route("*", path, partial(_wrong_method, dialect, "GET"))
+    router.add_get("/v1/usage", partial(_usage, runtime))
     router.add_get("/healthz", _healthz)
     router.add_get("/readyz", partial(_readyz, runtime))
     router.add_route("*", "/{tail:.*}", _unknown_route)
@@ -93,6 +99,7 @@ def build_app(config: Config, plugin_factory: PluginFactory | None = None) -> we
 
 async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
+    runtime.store = open_store(runtime.config.store)
     runtime.upstream = UpstreamClient.create()
     generation = runtime.generation(runtime.config)
     for plugin in generation.plugins:
@@ -105,6 +112,7 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         for plugin in reversed(runtime.pipeline.generation.plugins):
             await plugin.close()
         await runtime.upstream.close()
+        await runtime.store.close()
 
 
 async def _inference(runtime: Runtime, dialect: Dialect, op: str, request: web.Request) -> web.StreamResponse:
@@ -118,6 +126,13 @@ async def _catalog(runtime: Runtime, dialect: Dialect, handler: CatalogHandler, 
         return await handler(request, dialect, runtime.pipeline.generation.config)
     except GatewayError as err:
         return dialect.render_error(err, request_id_of(request))
+
+
+async def _usage(runtime: Runtime, request: web.Request) -> web.Response:
+    assert runtime.pipeline is not None
+    generation = runtime.pipeline.generation
+    limiter = next((p for p in generation.plugins if isinstance(p, RateLimitPlugin)), None)
+    return await usage_response(request, generation.config, limiter)
 
 
 async def _wrong_method(dialect: Dialect, allowed: str, request: web.Request) -> web.Response:
@@ -139,6 +154,8 @@ async def _healthz(request: web.Request) -> web.Response:
 async def _readyz(runtime: Runtime, request: web.Request) -> web.Response:
     if runtime.draining or runtime.pipeline is None:
         return web.json_response({"status": "draining" if runtime.draining else "starting"}, status=503)
+    if runtime.store is not None and not await runtime.store.ping():
+        return web.json_response({"status": "unready", "reason": "the store does not answer"}, status=503)
     for plugin in runtime.pipeline.generation.plugins:
         problem = await plugin.readiness()
         if problem:

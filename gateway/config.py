@@ -142,6 +142,8 @@ class Config:
     simulator: SimulatorSettings | None = None
     source: str = "<memory>"
     ratelimit: RateLimitSettings = RateLimitSettings()
+    #: SHA-256 digests of the admin keys (``admin.keys``): they may read every team's usage.
+    admin_keys: frozenset[bytes] = field(default=frozenset(), repr=False)
 
     def pool(self, model: str) -> tuple[Deployment, ...]:
         return tuple(self.deployments[name] for name in self.models[model].deployments)
@@ -285,7 +287,7 @@ class _Validator:
         top = self.mapping(
             raw,
             "$",
-            {"server", "store", "deployments", "models", "teams", "simulator", "ratelimit"},
+            {"server", "store", "deployments", "models", "teams", "simulator", "ratelimit", "admin"},
             {"deployments", "models", "teams"},
         )
         server = self.server(top.get("server"), "server")
@@ -295,6 +297,7 @@ class _Validator:
         teams, keys = self.teams(top.get("teams"), "teams", models, deployments)
         simulator = self.simulator(top["simulator"], "simulator") if top.get("simulator") is not None else None
         ratelimit = self.ratelimit(top.get("ratelimit"), "ratelimit")
+        admin_keys = self.admin(top.get("admin"), "admin", keys)
         if store.scheme == "memory" and server.workers > 1:
             self.error(
                 "store.url",
@@ -303,7 +306,32 @@ class _Validator:
             )
         if self.errors:
             raise ConfigError([f"{self.source}: {e}" for e in self.errors])
-        return Config(server, store, deployments, models, teams, keys, simulator, self.source, ratelimit)
+        return Config(server, store, deployments, models, teams, keys, simulator, self.source, ratelimit, admin_keys)
+
+    def admin(self, raw: Any, path: str, team_keys: Mapping[bytes, Team]) -> frozenset[bytes]:
+        r = self.mapping(raw, path, {"keys"})
+        digests: set[bytes] = set()
+        raw_keys = r.get("keys") or []
+        if not isinstance(raw_keys, list):
+            self.error(f"{path}.keys", "expected a list of keys")
+            return frozenset()
+        for j, key in enumerate(raw_keys):
+            digest = self.key(key, f"{path}.keys[{j}]")
+            if digest is None:
+                continue
+            if digest in team_keys:
+                self.error(f"{path}.keys[{j}]", f"this key is also team {team_keys[digest].name!r}'s key")
+            digests.add(digest)
+        return frozenset(digests)
+
+    def key(self, raw: Any, path: str) -> bytes | None:
+        """A plain key or ``sha256:<hex>``, as its digest."""
+        value = self.expand(raw, path)
+        if not isinstance(value, str) or not value:
+            self.error(path, "expected a non-empty string key")
+            return None
+        hashed = _SHA256.match(value)
+        return bytes.fromhex(hashed.group(1)) if hashed else key_digest(value)
 
     def server(self, raw: Any, path: str) -> ServerConfig:
         r = self.mapping(raw, path, {"host", "port", "workers", "max_body_bytes", "shutdown_timeout_s"})
@@ -465,12 +493,9 @@ class _Validator:
                 raw_keys = []
             for j, key in enumerate(raw_keys or []):
                 kp = f"{p}.keys[{j}]"
-                value = self.expand(key, kp)
-                if not isinstance(value, str) or not value:
-                    self.error(kp, "expected a non-empty string key")
+                digest = self.key(key, kp)
+                if digest is None:
                     continue
-                hashed = _SHA256.match(value)
-                digest = bytes.fromhex(hashed.group(1)) if hashed else key_digest(value)
                 if digest in owners:
                     self.error(kp, f"this key is already used by team {owners[digest]!r}")
                 owners[digest] = str(name)

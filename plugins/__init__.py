@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from gateway.config import Config
 from gateway.plugin import Plugin
 from plugins.access_log import AccessLog
+from plugins.ratelimit import RateLimitPlugin
 from plugins.routing import Router
 
 if TYPE_CHECKING:
@@ -15,4 +16,5 @@ if TYPE_CHECKING:
 
 def default_plugins(config: Config, runtime: Runtime) -> list[Plugin]:
     """Admission first, then routing; the access log last so it sees what every other plugin did."""
-    return [Router(config), AccessLog()]
+    assert runtime.store is not None, "the store opens before the plugins"
+    return [RateLimitPlugin(runtime.store), Router(config), AccessLog()]

@@ -12,7 +12,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway import config as config_module
-from gateway.app import RUNTIME, Runtime, build_app
+from gateway.app import RUNTIME, PluginFactory, Runtime, build_app
 from gateway.server import make_runner
 from gateway.simulator import SimulatorConfig, build_simulator_app
 from plugins import default_plugins
@@ -63,9 +63,11 @@ async def simulator(config: SimulatorConfig | None = None) -> AsyncIterator[Serv
 
 
 @asynccontextmanager
-async def gateway(config_text: str, environ: dict[str, str] | None = None) -> AsyncIterator[Served]:
+async def gateway(
+    config_text: str, environ: dict[str, str] | None = None, plugin_factory: PluginFactory = default_plugins
+) -> AsyncIterator[Served]:
     cfg = config_module.parse(config_text, environ=environ or {})
-    app = build_app(cfg, default_plugins)
+    app = build_app(cfg, plugin_factory)
     async with serve_app(app, make_runner(app, cfg)) as served:
         yield served
 

@@ -55,16 +55,12 @@ def compose(inbound: Inbound, reply: str) -> Answer:
         if inbound.stream:
             frames = chat_stream_frames(plan, inbound.model, stream_style(inbound))
             return Answer(plan.prompt_tokens + plan.completion_tokens, frames=frames)
-        return Answer(
-            plan.prompt_tokens + plan.completion_tokens, body=chat_completion(plan, inbound.model, azure)
-        )
+        return Answer(plan.prompt_tokens + plan.completion_tokens, body=chat_completion(plan, inbound.model, azure))
     plan = plan_reply(reply, completion_prompt_tokens(body["prompt"]), limit)
     if inbound.stream:
         frames = text_stream_frames(plan, inbound.model, stream_style(inbound))
         return Answer(plan.prompt_tokens + plan.completion_tokens, frames=frames)
-    return Answer(
-        plan.prompt_tokens + plan.completion_tokens, body=text_completion(plan, inbound.model, azure)
-    )
+    return Answer(plan.prompt_tokens + plan.completion_tokens, body=text_completion(plan, inbound.model, azure))
 
 
 def _embeddings(inbound: Inbound) -> Answer:

@@ -11,9 +11,7 @@ from aiohttp import web
 from gateway.simulator.dialects import Dialect, Operation
 from gateway.simulator.jsonbody import json_response
 
-_OPENAI_401 = (
-    "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys."
-)
+_OPENAI_401 = "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys."
 _AZURE_401 = (
     "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid "
     "key for an active subscription and use a correct regional API endpoint for your resource."
@@ -65,9 +63,7 @@ def _azure_headers(dialect: Dialect, code: str) -> dict[str, str]:
 
 def unauthorized(dialect: Dialect) -> SimulatedError:
     if dialect is Dialect.OPENAI:
-        return SimulatedError(
-            401, openai_error(_OPENAI_401, "invalid_request_error", None, "invalid_api_key")
-        )
+        return SimulatedError(401, openai_error(_OPENAI_401, "invalid_request_error", None, "invalid_api_key"))
     return SimulatedError(401, azure_error("401", _AZURE_401), _azure_headers(dialect, "401"))
 
 

@@ -84,9 +84,7 @@ def operation_handler(dialect: Dialect, operation: Operation) -> Handler:
     return handle
 
 
-async def _guarded(
-    request: web.Request, dialect: Dialect, answer: Callable[[], web.Response]
-) -> web.Response:
+async def _guarded(request: web.Request, dialect: Dialect, answer: Callable[[], web.Response]) -> web.Response:
     """Key and api-version checks for the GET routes, then ``answer``."""
     try:
         check_key(request, dialect, request.app[CONFIG].api_keys)

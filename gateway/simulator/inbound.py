@@ -121,9 +121,7 @@ def _extra_parameter_mode(request: web.Request) -> str:
     return mode
 
 
-def apply_extra_parameters(
-    request: web.Request, operation: Operation, body: dict[str, Any]
-) -> dict[str, Any]:
+def apply_extra_parameters(request: web.Request, operation: Operation, body: dict[str, Any]) -> dict[str, Any]:
     """Foundry's ``extra-parameters`` policy: refuse, drop or keep keys the API does not define."""
     mode = _extra_parameter_mode(request)
     defined = FOUNDRY_CHAT_PARAMETERS if operation is Operation.CHAT else FOUNDRY_EMBEDDINGS_PARAMETERS
@@ -150,9 +148,7 @@ def _check_azure_parameters(version: str, body: dict[str, Any]) -> None:
         if name in _AZURE_NEW_PARAMETERS:
             raise errors.SimulatedError(
                 400,
-                errors.openai_error(
-                    f"Unrecognized request argument supplied: {name}", "invalid_request_error", ""
-                ),
+                errors.openai_error(f"Unrecognized request argument supplied: {name}", "invalid_request_error", ""),
             )
 
 
@@ -180,9 +176,7 @@ def max_tokens(dialect: Dialect, body: dict[str, Any]) -> int | None:
 def embedding_dimensions(dialect: Dialect, body: dict[str, Any]) -> int | None:
     dimensions = _optional_positive_int(dialect, body, "dimensions")
     if dimensions is not None and dimensions > MAX_EMBEDDING_DIMENSIONS:
-        raise errors.bad_request(
-            dialect, f"Invalid 'dimensions': at most {MAX_EMBEDDING_DIMENSIONS}.", "dimensions"
-        )
+        raise errors.bad_request(dialect, f"Invalid 'dimensions': at most {MAX_EMBEDDING_DIMENSIONS}.", "dimensions")
     return dimensions
 
 

@@ -14,9 +14,7 @@ def dumps(value: Any) -> bytes:
 
 
 def json_response(value: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(value), status=status, headers=headers, content_type="application/json"
-    )
+    return web.Response(body=orjson.dumps(value), status=status, headers=headers, content_type="application/json")
 
 
 def parse(raw: bytes) -> Any:

@@ -56,9 +56,7 @@ class RollingWindowLimiter:
             expires = events[len(events) - self._rpm][0] + self._window_s
             return self._refused(expires - now, used_tokens, len(events), "requests")
         if self._tpm is not None and used_tokens + tokens > self._tpm:
-            return self._refused(
-                self._tokens_free_in(events, tokens, now), used_tokens, len(events), "tokens"
-            )
+            return self._refused(self._tokens_free_in(events, tokens, now), used_tokens, len(events), "tokens")
         events.append((now, tokens))
         return self._admitted(len(events), used_tokens + tokens)
 

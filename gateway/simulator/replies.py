@@ -37,16 +37,12 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
-        return "".join(
-            part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
-        )
+        return "".join(part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str))
     return ""
 
 
 def chat_prompt_tokens(messages: Sequence[Any]) -> int:
-    chars = sum(
-        len(_content_text(message.get("content"))) for message in messages if isinstance(message, dict)
-    )
+    chars = sum(len(_content_text(message.get("content"))) for message in messages if isinstance(message, dict))
     return max(chars // 4, 1)
 
 

@@ -157,9 +157,7 @@ class MemoryStore(Store):
         s = self._scopes.setdefault(scope, _Scope())
         s.trim(now, window_ms)
         cal = self._buckets(now)
-        return self._counters(
-            s, limits, now, window_ms, day=s.days.get(cal.day, 0), month=s.months.get(cal.month, 0)
-        )
+        return self._counters(s, limits, now, window_ms, day=s.days.get(cal.day, 0), month=s.months.get(cal.month, 0))
 
     def _counters(
         self, s: _Scope, limits: Limits, now: int, window_ms: int, *, day: int, month: int

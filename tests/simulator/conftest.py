@@ -15,9 +15,7 @@ from tests.simulator.simhelpers import MakeSim
 @pytest.fixture
 def make_sim(aiohttp_client: Any) -> MakeSim:
     async def make(**settings: Any) -> TestClient[Any, Application]:
-        client: TestClient[Any, Application] = await aiohttp_client(
-            build_simulator_app(SimulatorConfig(**settings))
-        )
+        client: TestClient[Any, Application] = await aiohttp_client(build_simulator_app(SimulatorConfig(**settings)))
         return client
 
     return make

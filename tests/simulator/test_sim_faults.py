@@ -22,9 +22,7 @@ async def _chat(sim: Sim, body: dict[str, Any] = CHAT) -> aiohttp.ClientResponse
 
 
 async def test_status_fault_applies_count_times(sim: Sim) -> None:
-    response = await sim.post(
-        "/_sim/faults", json={"match": "gpt-4o", "status": 500, "count": 2, "retry_after_ms": 0}
-    )
+    response = await sim.post("/_sim/faults", json={"match": "gpt-4o", "status": 500, "count": 2, "retry_after_ms": 0})
     assert response.status == 201
     fault = await response.json()
     assert fault["kind"] == "status" and fault["count"] == 2 and fault["id"] >= 1

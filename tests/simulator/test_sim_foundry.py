@@ -44,9 +44,7 @@ async def test_stream_puts_usage_on_the_final_chunk(sim: Sim) -> None:
 
 async def test_either_key_header_is_enough(sim: Sim) -> None:
     for headers in (AZURE_AUTH, {"Authorization": "Bearer sim-key"}):
-        response = await sim.post(
-            "/chat/completions", params=GA, json={"messages": MESSAGES}, headers=headers
-        )
+        response = await sim.post("/chat/completions", params=GA, json={"messages": MESSAGES}, headers=headers)
         assert response.status == 200
 
 
@@ -59,9 +57,7 @@ async def test_bad_key_gets_azure_401(sim: Sim) -> None:
 
 @pytest.mark.parametrize("query", [{}, {"api-version": "2024-10-21"}])
 async def test_api_version_is_checked(sim: Sim, query: dict[str, str]) -> None:
-    response = await sim.post(
-        "/chat/completions", params=query, json={"messages": MESSAGES}, headers=SDK_AUTH
-    )
+    response = await sim.post("/chat/completions", params=query, json={"messages": MESSAGES}, headers=SDK_AUTH)
     assert response.status == 400
     error = (await response.json())["error"]
     assert error["code"] == "BadRequest"
@@ -99,8 +95,7 @@ async def test_invalid_extra_parameters_value(sim: Sim) -> None:
     response = await sim.post("/chat/completions", params=GA, json={"messages": MESSAGES}, headers=headers)
     assert response.status == 400
     assert await response.json() == {
-        "detail": "Unexpected EXTRA_PARAMETERS option ignore, expected options are "
-        "['error', 'drop', 'pass-through']"
+        "detail": "Unexpected EXTRA_PARAMETERS option ignore, expected options are ['error', 'drop', 'pass-through']"
     }
 
 

@@ -114,9 +114,7 @@ async def test_embeddings_float_and_base64(sim: Sim) -> None:
     assert floats[0] != floats[1]
     assert data["usage"] == {"prompt_tokens": 2, "total_tokens": 2}
 
-    response = await sim.post(
-        "/v1/embeddings", json={**body, "encoding_format": "base64"}, headers=OPENAI_AUTH
-    )
+    response = await sim.post("/v1/embeddings", json={**body, "encoding_format": "base64"}, headers=OPENAI_AUTH)
     encoded = [item["embedding"] for item in (await response.json())["data"]]
     decoded = [list(struct.unpack("<4f", base64.b64decode(text))) for text in encoded]
     assert decoded == floats
@@ -154,9 +152,7 @@ async def test_bad_keys_get_openai_401(sim: Sim) -> None:
 
 
 async def test_model_and_json_required(sim: Sim) -> None:
-    response = await sim.post(
-        "/v1/chat/completions", json={"messages": CHAT["messages"]}, headers=OPENAI_AUTH
-    )
+    response = await sim.post("/v1/chat/completions", json={"messages": CHAT["messages"]}, headers=OPENAI_AUTH)
     assert response.status == 400
     assert (await response.json())["error"]["type"] == "invalid_request_error"
     response = await sim.post("/v1/chat/completions", data=b"{not json", headers=OPENAI_AUTH)

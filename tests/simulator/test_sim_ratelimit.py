@@ -52,9 +52,7 @@ async def test_azure_tpm(make_sim: MakeSim) -> None:
     assert response.headers["retry-after-ms"]
     message = (await response.json())["error"]["message"]
     assert (await response.json())["error"]["code"] == "429"
-    assert message.startswith(
-        "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version"
-    )
+    assert message.startswith("Requests to the ChatCompletions_Create Operation under Azure OpenAI API version")
     assert f"Please retry after {response.headers['retry-after']} seconds." in message
 
 
@@ -62,9 +60,7 @@ async def test_foundry_rpm_keys_on_the_model(make_sim: MakeSim) -> None:
     sim = await make_sim(rpm=1)
     params = {"api-version": "2025-04-01"}
     body = {"model": "Phi-4", "messages": CHAT["messages"]}
-    assert (
-        await sim.post("/models/chat/completions", params=params, json=body, headers=AZURE_AUTH)
-    ).status == 200
+    assert (await sim.post("/models/chat/completions", params=params, json=body, headers=AZURE_AUTH)).status == 200
     response = await sim.post("/models/chat/completions", params=params, json=body, headers=AZURE_AUTH)
     assert response.status == 429
     assert (await response.json())["error"]["code"] == "429"

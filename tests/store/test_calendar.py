@@ -24,9 +24,7 @@ def ms(text: str) -> int:
         ("2028-02-28T23:59:59.900", "2028-02-29T00:00:00.100"),  # a leap day: the day only
     ],
 )
-async def test_day_and_month_roll_over_at_utc_midnight(
-    store: Store, scope: str, before: str, after: str
-) -> None:
+async def test_day_and_month_roll_over_at_utc_midnight(store: Store, scope: str, before: str, after: str) -> None:
     per_day = Limits(tokens_per_day=100)
     assert (await store.admit(scope, per_day, 100, now_ms=ms(before))).admitted
     refused = await store.admit(scope, per_day, 1, now_ms=ms(before) + 50)

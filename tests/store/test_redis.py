@@ -27,9 +27,7 @@ async def test_cluster_keys_of_a_team_share_one_slot(redis_cluster: RedisCluster
     store = open_store(StoreConfig(url=redis_cluster.url))
     try:
         for team in ("research", "search", "ads", "a}b{c"):  # any name, even with braces
-            assert (
-                await store.admit(team, Limits(rpm=5, tokens_per_day=100, tokens_per_month=100), 1)
-            ).admitted
+            assert (await store.admit(team, Limits(rpm=5, tokens_per_day=100, tokens_per_month=100), 1)).admitted
     finally:
         await store.close()
 

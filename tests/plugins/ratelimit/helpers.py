@@ -27,8 +27,7 @@ def make_config(
         ],
         "models": {"gpt-4o": {"deployments": ["sim"]}},
         "teams": {
-            name: {"keys": [f"key-{name}"], **({"limits": limits} if limits else {})}
-            for name, limits in teams.items()
+            name: {"keys": [f"key-{name}"], **({"limits": limits} if limits else {})} for name, limits in teams.items()
         },
     }
     return parse(yaml.safe_dump(raw))

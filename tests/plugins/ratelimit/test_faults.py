@@ -40,9 +40,7 @@ class Load:
     running: bool = True
 
     async def worker(self) -> None:
-        config = make_config(
-            {"faulty": {"rpm": 50, "tpm": 100_000}}, on_error=self.on_error, timeout_ms=TIMEOUT_MS
-        )
+        config = make_config({"faulty": {"rpm": 50, "tpm": 100_000}}, on_error=self.on_error, timeout_ms=TIMEOUT_MS)
         while self.running:
             ex = make_exchange(config, "faulty", prompt_estimate=10, body={"max_tokens": 20})
             started = time.monotonic()

@@ -58,9 +58,7 @@ async def test_refusal_names_the_team_and_the_limit(store: Store, team: str) -> 
         await plugin.admit(make_exchange(config, team))
     error = caught.value
     assert (error.status, error.limit, error.type) == (429, "rpm", "requests")
-    assert error.message.startswith(
-        f"Team '{team}' exceeded its rpm limit of 2 requests per minute. Retry after "
-    )
+    assert error.message.startswith(f"Team '{team}' exceeded its rpm limit of 2 requests per minute. Retry after ")
     assert 59_000 < error.retry_after_ms <= 60_000
     assert error.headers["retry-after"] == "60"
     assert error.headers["retry-after-ms"] == str(error.retry_after_ms)
@@ -87,9 +85,7 @@ async def test_a_request_larger_than_the_limit_says_so(store: Store, team: str) 
     assert "Lower max_tokens" in caught.value.message
 
 
-async def test_completion_replaces_the_reservation_and_releases_unserved_ones(
-    store: Store, team: str
-) -> None:
+async def test_completion_replaces_the_reservation_and_releases_unserved_ones(store: Store, team: str) -> None:
     limits = {"rpm": 100, "tpm": 10_000, "tokens_per_day": 100_000}
     config = make_config({team: limits})
     plugin = RateLimitPlugin(store)

@@ -21,9 +21,7 @@ CONFIG = make_config({"research": {"tpm": 1000}}, default_max_tokens=256)
         ({"max_tokens": 100}, "embeddings", 10),
     ],
 )
-def test_reservation_is_the_prompt_plus_the_completion_budget(
-    body: dict[str, object], op: str, expected: int
-) -> None:
+def test_reservation_is_the_prompt_plus_the_completion_budget(body: dict[str, object], op: str, expected: int) -> None:
     ex = make_exchange(CONFIG, "research", body=body, prompt_estimate=10, op=op)
     assert tokens_to_reserve(ex, CONFIG.ratelimit.default_max_tokens) == expected
 
