@@ -131,6 +131,24 @@ class SimulatorSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RoutingSettings:
+    """``routing:``: how a pool is chosen from, and when a deployment is left alone."""
+
+    #: ``weighted`` (by ``weight``) or ``least-utilized`` (most headroom the upstream reported).
+    strategy: Literal["weighted", "least-utilized"] = "weighted"
+    #: Attempts per request across a pool, capped by the pool's size.
+    max_attempts: int = 3
+    #: How long an upstream 429 without ``retry-after`` cools its deployment.
+    cooldown_s: float = 10.0
+    #: Consecutive 5xx/connect/timeout failures that open a deployment's breaker.
+    breaker_failures: int = 5
+    #: How long an open breaker keeps a deployment out before one probe may test it.
+    breaker_open_s: float = 30.0
+    #: How often each replica reads the shared cooldown and breaker state from the store.
+    sync_ms: int = 100
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig
     store: StoreConfig
@@ -144,6 +162,7 @@ class Config:
     ratelimit: RateLimitSettings = RateLimitSettings()
     #: SHA-256 digests of the admin keys (``admin.keys``): they may read every team's usage.
     admin_keys: frozenset[bytes] = field(default=frozenset(), repr=False)
+    routing: RoutingSettings = RoutingSettings()
 
     def pool(self, model: str) -> tuple[Deployment, ...]:
         return tuple(self.deployments[name] for name in self.models[model].deployments)
@@ -287,7 +306,7 @@ class _Validator:
         top = self.mapping(
             raw,
             "$",
-            {"server", "store", "deployments", "models", "teams", "simulator", "ratelimit", "admin"},
+            {"server", "store", "deployments", "models", "teams", "simulator", "ratelimit", "admin", "routing"},
             {"deployments", "models", "teams"},
         )
         server = self.server(top.get("server"), "server")
@@ -298,6 +317,7 @@ class _Validator:
         simulator = self.simulator(top["simulator"], "simulator") if top.get("simulator") is not None else None
         ratelimit = self.ratelimit(top.get("ratelimit"), "ratelimit")
         admin_keys = self.admin(top.get("admin"), "admin", keys)
+        routing = self.routing(top.get("routing"), "routing")
         if store.scheme == "memory" and server.workers > 1:
             self.error(
                 "store.url",
@@ -306,7 +326,23 @@ class _Validator:
             )
         if self.errors:
             raise ConfigError([f"{self.source}: {e}" for e in self.errors])
-        return Config(server, store, deployments, models, teams, keys, simulator, self.source, ratelimit, admin_keys)
+        return Config(
+            server, store, deployments, models, teams, keys, simulator, self.source, ratelimit, admin_keys, routing
+        )
+
+    def routing(self, raw: Any, path: str) -> RoutingSettings:
+        r = self.mapping(raw, path, {"strategy", "max_attempts", "cooldown_s", "breaker", "sync_ms"})
+        breaker = self.mapping(r.get("breaker"), f"{path}.breaker", {"failures", "open_s"})
+        d = RoutingSettings()
+        bp = f"{path}.breaker"
+        return RoutingSettings(
+            strategy=self.choice(r, "strategy", path, ("weighted", "least-utilized"), d.strategy),  # type: ignore[arg-type]
+            max_attempts=self.number(r, "max_attempts", path, d.max_attempts, minimum=1),
+            cooldown_s=self.number(r, "cooldown_s", path, d.cooldown_s, kind=float, minimum=0.001),
+            breaker_failures=self.number(breaker, "failures", bp, d.breaker_failures, minimum=1),
+            breaker_open_s=self.number(breaker, "open_s", bp, d.breaker_open_s, kind=float, minimum=0.001),
+            sync_ms=self.number(r, "sync_ms", path, d.sync_ms, minimum=10),
+        )
 
     def admin(self, raw: Any, path: str, team_keys: Mapping[bytes, Team]) -> frozenset[bytes]:
         r = self.mapping(raw, path, {"keys"})

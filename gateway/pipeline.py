@@ -19,7 +19,7 @@ import structlog
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from gateway.config import Config
+from gateway.config import Config, Deployment
 from gateway.errors import (
     BadRequest,
     Forbidden,
@@ -27,7 +27,6 @@ from gateway.errors import (
     InvalidJSON,
     ModelNotFound,
     PayloadTooLarge,
-    ServiceUnavailable,
     UpstreamError,
     UpstreamUnavailable,
 )
@@ -117,9 +116,12 @@ class Pipeline:
 
     async def _forward(self, ex: Exchange, gen: Generation) -> web.StreamResponse:
         assert ex.body is not None
-        plan = gen.router.plan(ex)
-        last: GatewayError = ServiceUnavailable(f"No deployment of '{ex.model}' is available.")
+        router = gen.router
+        plan = router.plan(ex)
+        last: GatewayError | None = None
         for position, deployment in enumerate(plan):
+            if not await router.acquire(ex, deployment):
+                continue
             is_last = position == len(plan) - 1
             ex.attempts += 1
             ex.deployment = deployment
@@ -132,23 +134,19 @@ class Pipeline:
                 await self._attempted(ex, gen, Attempt(deployment, 0, None, err.reason, time.perf_counter() - started))
                 last = err
                 continue
+            attempt = _attempt(deployment, response, time.perf_counter() - started)
             if response.status >= 400:
                 failure = await self._upstream_error(target, response)
-                retry_ms = _retry_after_ms(response.headers)
-                await self._attempted(
-                    ex, gen, Attempt(deployment, response.status, retry_ms, "status", time.perf_counter() - started)
-                )
+                await self._attempted(ex, gen, attempt)
                 if response.status in RETRYABLE and not is_last:
                     last = failure
                     continue
                 raise failure
-            await self._attempted(
-                ex, gen, Attempt(deployment, response.status, None, "ok", time.perf_counter() - started)
-            )
+            await self._attempted(ex, gen, attempt)
             if ex.stream and response.headers.get("Content-Type", "").startswith("text/event-stream"):
                 return await self._relay_stream(ex, response, outbound.stream_plan)
             return await self._relay_json(ex, response)
-        raise last
+        raise last or router.unavailable(ex)
 
     async def _attempted(self, ex: Exchange, gen: Generation, attempt: Attempt) -> None:
         for plugin in gen.plugins:
@@ -281,6 +279,29 @@ def request_id_of(request: web.Request) -> str:
 
 def _forwarded(headers: CIMultiDictProxy[str], names: Iterable[str]) -> dict[str, str]:
     return {name: headers[name] for name in names if name in headers}
+
+
+def _attempt(deployment: Deployment, response: UpstreamResponse, latency_s: float) -> Attempt:
+    headers = response.headers
+    return Attempt(
+        deployment,
+        response.status,
+        _retry_after_ms(headers) if response.status >= 400 else None,
+        "ok" if response.status < 400 else "status",
+        latency_s,
+        _int_header(headers, "x-ratelimit-remaining-tokens"),
+        _int_header(headers, "x-ratelimit-remaining-requests"),
+    )
+
+
+def _int_header(headers: CIMultiDictProxy[str], name: str) -> int | None:
+    value = headers.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
 
 
 def _retry_after_ms(headers: CIMultiDictProxy[str]) -> int | None:

@@ -26,6 +26,9 @@ class Attempt:
     #: ``connect``, ``timeout``, ``status`` or ``ok``.
     reason: str = "ok"
     latency_s: float = 0.0
+    #: The upstream's ``x-ratelimit-remaining-tokens`` / ``-requests``: its own headroom.
+    remaining_tokens: int | None = None
+    remaining_requests: int | None = None
 
 
 class Plugin:

@@ -17,4 +17,4 @@ if TYPE_CHECKING:
 def default_plugins(config: Config, runtime: Runtime) -> list[Plugin]:
     """Admission first, then routing; the access log last so it sees what every other plugin did."""
     assert runtime.store is not None, "the store opens before the plugins"
-    return [RateLimitPlugin(runtime.store), Router(config), AccessLog()]
+    return [RateLimitPlugin(runtime.store), Router(config, runtime.store), AccessLog()]

@@ -8,7 +8,7 @@ as one ``StoreError``, counted in ``errors`` and passed to the error listeners (
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gateway.config import Limits
@@ -108,6 +108,20 @@ class Store(ABC):
     @abstractmethod
     async def set(self, key: str, value: str, ttl_ms: int) -> None:
         """Store ``value`` under ``key`` for ``ttl_ms`` milliseconds."""
+
+    @abstractmethod
+    async def claim(self, key: str, ttl_ms: int) -> bool:
+        """Set ``key`` for ``ttl_ms`` only if it is not set; True for the one caller that set it."""
+
+    @abstractmethod
+    async def delete(self, key: str) -> None:
+        """Remove ``key`` if it exists."""
+
+    @abstractmethod
+    async def remaining_ms(self, keys: Sequence[str]) -> list[int]:
+        """Milliseconds each key has left to live; 0 for a key that is not set.
+
+        Callers on Redis Cluster must give keys that share one hash tag (one slot)."""
 
     @abstractmethod
     async def ping(self) -> bool:

@@ -11,7 +11,7 @@ import bisect
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.config import Limits
@@ -189,6 +189,23 @@ class MemoryStore(Store):
         if len(self._values) >= self._sweep_at:  # amortised: expired values never pile up
             self._values = {k: v for k, v in self._values.items() if v[1] > now}
             self._sweep_at = max(1024, 2 * len(self._values))
+
+    async def claim(self, key: str, ttl_ms: int) -> bool:
+        if await self.get(key) is not None:
+            return False
+        await self.set(key, "1", ttl_ms)
+        return True
+
+    async def delete(self, key: str) -> None:
+        self._values.pop(key, None)
+
+    async def remaining_ms(self, keys: Sequence[str]) -> list[int]:
+        now = self._clock()
+        result = []
+        for key in keys:
+            item = self._values.get(key)
+            result.append(max(0, item[1] - now) if item is not None else 0)
+        return result
 
     async def ping(self) -> bool:
         return True

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -75,6 +75,8 @@ class RedisStore(Store):
         self._breaker = breaker or CircuitBreaker()
         # EVALSHA, falling back to SCRIPT LOAD on NOSCRIPT (after a flush, restart or failover).
         self._window = self._client.register_script(window_script())
+        # One round trip for many keys' remaining lives (keys share a hash tag on a cluster).
+        self._ttls = self._client.register_script(_TTLS)
         # redis-py's cluster client discovers the slots lazily, and concurrent first calls race
         # inside it; one call at a time discovers them.
         self._discovered = not isinstance(self._client, RedisCluster)
@@ -154,6 +156,18 @@ class RedisStore(Store):
     async def set(self, key: str, value: str, ttl_ms: int) -> None:
         await self._call("set", lambda: self._client.set(key, value, px=max(1, ttl_ms)))
 
+    async def claim(self, key: str, ttl_ms: int) -> bool:
+        return bool(await self._call("claim", lambda: self._client.set(key, "1", px=max(1, ttl_ms), nx=True)))
+
+    async def delete(self, key: str) -> None:
+        await self._call("delete", lambda: self._client.delete(key))
+
+    async def remaining_ms(self, keys: Sequence[str]) -> list[int]:
+        if not keys:
+            return []
+        reply = await self._call("remaining_ms", lambda: self._ttls(keys=list(keys)))
+        return [max(0, int(ttl)) for ttl in reply]
+
     async def ping(self) -> bool:
         try:
             await self._call("ping", self._client.ping)
@@ -166,6 +180,13 @@ class RedisStore(Store):
             await self._client.aclose()
         except (RedisError, OSError) as exc:
             raise StoreError(f"store close failed: {type(exc).__name__}") from exc
+
+
+_TTLS = """
+local result = {}
+for i, key in ipairs(KEYS) do result[i] = redis.call('PTTL', key) end
+return result
+"""
 
 
 def _text(value: Any) -> str:
