@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import sys
 
+import orjson
 import structlog
 
 
 def configure(level: str = "info", fmt: str = "json") -> None:
+    console = fmt == "console"
+    # orjson renders a line about 4x faster than json, and as bytes, which BytesLogger writes as is.
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer(serializer=orjson.dumps)
     )
     structlog.configure(
         processors=[
@@ -21,6 +24,8 @@ def configure(level: str = "info", fmt: str = "json") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=(
+            structlog.PrintLoggerFactory(sys.stdout) if console else structlog.BytesLoggerFactory(sys.stdout.buffer)
+        ),
         cache_logger_on_first_use=True,
     )

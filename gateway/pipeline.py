@@ -11,7 +11,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -56,6 +56,14 @@ class Generation:
     config: Config
     router: Router
     plugins: tuple[Plugin, ...]
+    # Per hook, only the plugins that implement it: a no-op hook still costs a coroutine per request.
+    admitters: tuple[Plugin, ...] = field(init=False)
+    observers: tuple[Plugin, ...] = field(init=False)
+    completers: tuple[Plugin, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        for attr, hook in (("admitters", "admit"), ("observers", "attempted"), ("completers", "completed")):
+            object.__setattr__(self, attr, _implementing(self.plugins, hook))
 
 
 class Pipeline:
@@ -70,7 +78,7 @@ class Pipeline:
         ex = Exchange(request, gen.config, dialect, op, request_id_of(request))
         try:
             await self._prepare(ex)
-            for plugin in gen.plugins:
+            for plugin in gen.admitters:
                 await plugin.admit(ex)
             return await self._forward(ex, gen)
         except GatewayError as err:
@@ -149,7 +157,7 @@ class Pipeline:
         raise last or router.unavailable(ex)
 
     async def _attempted(self, ex: Exchange, gen: Generation, attempt: Attempt) -> None:
-        for plugin in gen.plugins:
+        for plugin in gen.observers:
             await plugin.attempted(ex, attempt)
 
     async def _upstream_error(self, target: Dialect, response: UpstreamResponse) -> GatewayError:
@@ -218,7 +226,7 @@ class Pipeline:
         return response
 
     async def _complete(self, ex: Exchange, gen: Generation) -> None:
-        for plugin in gen.plugins:
+        for plugin in gen.completers:
             try:
                 await plugin.completed(ex)
             except Exception:  # one plugin's failure must not cost the others their record
@@ -332,6 +340,11 @@ async def _end_quietly(client: web.StreamResponse) -> None:
         await client.write_eof()
     except ConnectionError:
         pass
+
+
+def _implementing(plugins: tuple[Plugin, ...], hook: str) -> tuple[Plugin, ...]:
+    base = getattr(Plugin, hook)
+    return tuple(p for p in plugins if getattr(type(p), hook) is not base)
 
 
 def _log_plugin_failure(plugin: Plugin, ex: Exchange) -> None:
