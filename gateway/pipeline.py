@@ -11,7 +11,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -57,6 +57,12 @@ class Generation:
     config: Config
     router: Router
     plugins: tuple[Plugin, ...]
+    #: The plugins that override ``started``, found once rather than per request.
+    starters: tuple[Plugin, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        starters = tuple(p for p in self.plugins if type(p).started is not Plugin.started)
+        object.__setattr__(self, "starters", starters)
 
 
 class Pipeline:
@@ -69,6 +75,8 @@ class Pipeline:
     async def handle(self, request: web.Request, dialect: Dialect, op: str) -> web.StreamResponse:
         gen = self.generation  # captured once: in-flight requests keep the config they started with
         ex = Exchange(request, gen.config, dialect, op, request_id_of(request))
+        for plugin in gen.starters:
+            plugin.started(ex)
         try:
             await self._prepare(ex)
             for plugin in gen.plugins:
@@ -79,8 +87,10 @@ class Pipeline:
             ex.status = err.status
             return self._error_response(ex, err)
         except asyncio.CancelledError:
+            # Cancelled means the client left before the answer was complete, even mid-stream
+            # after a 200 went out: the record says 499, as a proxy's access log would.
             ex.client_gone = True
-            ex.status = ex.status or CLIENT_CLOSED
+            ex.status = CLIENT_CLOSED
             raise
         finally:
             if ex.client_gone:
