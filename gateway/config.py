@@ -20,8 +20,12 @@ import yaml
 
 Dialect = Literal["openai", "azure", "foundry"]
 ExtraParameters = Literal["drop", "pass-through", "error"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["json", "console"]
 DIALECTS: tuple[Dialect, ...] = ("openai", "azure", "foundry")
 EXTRA_PARAMETER_MODES: tuple[ExtraParameters, ...] = ("drop", "pass-through", "error")
+LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
+LOG_FORMATS: tuple[LogFormat, ...] = ("json", "console")
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
@@ -122,6 +126,21 @@ class SimulatorSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: LogLevel = "info"
+    format: LogFormat = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Where ``/metrics`` is served: the main port when ``port`` is ``None``, else only that port."""
+
+    port: int | None = None
+    #: ``None``: the server's host.
+    host: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig
     store: StoreConfig
@@ -132,6 +151,8 @@ class Config:
     keys: Mapping[bytes, Team] = field(repr=False)
     simulator: SimulatorSettings | None = None
     source: str = "<memory>"
+    logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     def pool(self, model: str) -> tuple[Deployment, ...]:
         return tuple(self.deployments[name] for name in self.models[model].deployments)
@@ -275,7 +296,7 @@ class _Validator:
         top = self.mapping(
             raw,
             "$",
-            {"server", "store", "deployments", "models", "teams", "simulator"},
+            {"server", "store", "deployments", "models", "teams", "simulator", "logging", "metrics"},
             {"deployments", "models", "teams"},
         )
         server = self.server(top.get("server"), "server")
@@ -284,6 +305,8 @@ class _Validator:
         models = self.models(top.get("models"), "models", deployments)
         teams, keys = self.teams(top.get("teams"), "teams", models, deployments)
         simulator = self.simulator(top["simulator"], "simulator") if top.get("simulator") is not None else None
+        logging = self.logging(top.get("logging"), "logging")
+        metrics = self.metrics(top.get("metrics"), "metrics", server)
         if store.scheme == "memory" and server.workers > 1:
             self.error(
                 "store.url",
@@ -292,7 +315,9 @@ class _Validator:
             )
         if self.errors:
             raise ConfigError([f"{self.source}: {e}" for e in self.errors])
-        return Config(server, store, deployments, models, teams, keys, simulator, self.source)
+        return Config(
+            server, store, deployments, models, teams, keys, simulator, self.source, logging=logging, metrics=metrics
+        )
 
     def server(self, raw: Any, path: str) -> ServerConfig:
         r = self.mapping(raw, path, {"host", "port", "workers", "max_body_bytes", "shutdown_timeout_s"})
@@ -482,6 +507,23 @@ class _Validator:
             api_key=self.string(r, "api_key", path, d.api_key) or d.api_key,
             latency_per_token_s=self.number(r, "latency_per_token_s", path, 0.0, kind=float),
         )
+
+    def logging(self, raw: Any, path: str) -> LoggingConfig:
+        r = self.mapping(raw, path, {"level", "format"})
+        return LoggingConfig(
+            level=self.choice(r, "level", path, LOG_LEVELS, "info"),  # type: ignore[arg-type]
+            format=self.choice(r, "format", path, LOG_FORMATS, "json"),  # type: ignore[arg-type]
+        )
+
+    def metrics(self, raw: Any, path: str, server: ServerConfig) -> MetricsConfig:
+        r = self.mapping(raw, path, {"port", "host"})
+        port: int | None = self.number(r, "port", path, None, minimum=1)
+        if port is not None and port > 65535:
+            self.error(f"{path}.port", f"must be at most 65535, got {port}")
+            port = None
+        if port is not None and port == server.port:
+            self.error(f"{path}.port", f"must differ from server.port ({port}); omit it to serve /metrics there")
+        return MetricsConfig(port=port, host=self.string(r, "host", path))
 
 
 def _kind(value: Any) -> str:

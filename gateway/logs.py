@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
 
+from gateway.config import LogFormat, LogLevel
 
-def configure(level: str = "info", fmt: str = "json") -> None:
+
+def configure(level: LogLevel = "info", fmt: LogFormat = "json", file: TextIO | None = None) -> None:
+    """``file`` defaults to stdout, read at call time so a redirected stdout is honoured."""
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
     )
@@ -21,6 +25,6 @@ def configure(level: str = "info", fmt: str = "json") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(file or sys.stdout),
         cache_logger_on_first_use=True,
     )
