@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from gateway.config import Config
 from gateway.plugin import Plugin
 from plugins.access_log import AccessLog
+from plugins.metrics import MetricsPlugin
 from plugins.routing import Router
 
 if TYPE_CHECKING:
@@ -14,5 +15,5 @@ if TYPE_CHECKING:
 
 
 def default_plugins(config: Config, runtime: Runtime) -> list[Plugin]:
-    """Admission first, then routing; the access log last so it sees what every other plugin did."""
-    return [Router(config), AccessLog()]
+    """Metrics, admission, then routing; the access log last so it sees what every other plugin did."""
+    return [MetricsPlugin(runtime.metrics), Router(config), AccessLog()]
