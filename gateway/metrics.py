@@ -234,8 +234,9 @@ def _use_multiprocess_values(directory: str) -> None:
         values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
 
-def worker_exited(pid: int) -> None:
-    """The supervisor calls this when a worker dies, so its in-flight count stops being summed."""
-    directory = os.environ.get(MULTIPROC_ENV)
+def worker_exited(pid: int, directory: str | None = None) -> None:
+    """The supervisor calls this when a worker dies, so its in-flight count stops being summed.
+    Its counters stay: totals must never go backwards. ``directory`` defaults to the variable."""
+    directory = directory or os.environ.get(MULTIPROC_ENV)
     if directory:
         multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
