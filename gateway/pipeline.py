@@ -219,6 +219,7 @@ class Pipeline:
 
     def _response_headers(self, ex: Exchange, upstream: CIMultiDictProxy[str]) -> dict[str, str]:
         headers = _forwarded(upstream, FORWARDED_HEADERS)
+        ex.upstream_request_id = headers.get("x-request-id")
         headers.setdefault("x-request-id", ex.request_id)
         headers.update(ex.response_headers)
         return headers
