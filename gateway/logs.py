@@ -13,8 +13,10 @@ from gateway.config import LogFormat, LogLevel
 
 def configure(level: LogLevel = "info", fmt: LogFormat = "json", file: TextIO | None = None) -> None:
     """``file`` defaults to stdout, read at call time so a redirected stdout is honoured."""
+    out = file or sys.stdout
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
+        # Colours only for a terminal: escape codes in a file or a collector are noise.
+        structlog.dev.ConsoleRenderer(colors=out.isatty()) if fmt == "console" else structlog.processors.JSONRenderer()
     )
     structlog.configure(
         processors=[
@@ -25,6 +27,6 @@ def configure(level: LogLevel = "info", fmt: LogFormat = "json", file: TextIO | 
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file or sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=True,
     )
