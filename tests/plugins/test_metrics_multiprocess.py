@@ -94,3 +94,22 @@ async def test_a_scrape_of_either_process_sums_both(sim: Served, tmp_path: Path)
             text = await scrape(second_url)
             assert total(text, "gateway_in_flight_requests") == 0
             assert total(text, "gateway_requests_total", status="200") == 2
+
+
+def test_multiprocess_mode_holds_when_the_variable_is_set_after_import(tmp_path: Path) -> None:
+    """A supervisor may import the gateway (and so prometheus_client) before it sets the variable
+    and forks: the workers' values must still go to the shared directory."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    script = (
+        "import os, sys\n"
+        "from gateway.metrics import Metrics\n"
+        "os.environ['PROMETHEUS_MULTIPROC_DIR'] = sys.argv[1]\n"
+        "Metrics().store_error()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"} | {"PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, env=env, check=True, timeout=30)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, str(tmp_path))  # type: ignore[no-untyped-call]
+    assert b"gateway_store_errors_total 1.0" in generate_latest(registry)
