@@ -5,8 +5,9 @@ process (the tests) never share a counter. With ``PROMETHEUS_MULTIPROC_DIR`` set
 the values live in per-process mmap files in that directory instead, and a scrape answered by
 any worker sums every worker's files.
 
-Other plugins feed what only they know through the small API below:
-``store_error()``, ``set_cooldown(deployment, seconds)`` and ``set_quota_usage(team, limit, ratio)``.
+Other plugins feed what only they know through ``runtime.metrics``: ``store_error()``,
+``set_cooldown(deployment, seconds)`` and ``set_quota_usage(team, limit, ratio)``. The worker
+supervisor calls ``worker_exited(pid)`` when a worker dies.
 """
 
 from __future__ import annotations
