@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= gateway.yaml
 ARGS   ?=
 
-.PHONY: run test lint typecheck bench check redis-server clean
+.PHONY: run test lint typecheck bench check redis-server promtool clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,18 @@ redis-server:
 	  fi; \
 	fi
 
-test: $(STAMP) redis-server
+# promtool checks the alert rules; it comes out of the distribution's prometheus package,
+# unpacked into the venv rather than installed, so no Prometheus server is set up on the machine.
+promtool: $(BIN)/promtool
+$(BIN)/promtool: | $(STAMP)
+	@if command -v promtool >/dev/null 2>&1; then ln -sf "$$(command -v promtool)" $@; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  d=$$(mktemp -d) && (cd $$d && apt-get download -qq prometheus >/dev/null 2>&1 || \
+	    { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get download -qq prometheus; }) && \
+	  dpkg-deb -x $$d/prometheus_*.deb $$d/x && cp $$d/x/usr/bin/promtool $@ && rm -rf $$d; \
+	else echo "promtool is missing: install Prometheus's promtool and put it on PATH"; exit 1; fi
+
+test: $(STAMP) redis-server $(BIN)/promtool
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

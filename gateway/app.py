@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.catalog import get_model, list_models, model_info
 from gateway.config import Config
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
+from gateway.metrics import Metrics
 from gateway.pipeline import Generation, Pipeline, request_id_of
 from gateway.plugin import Plugin
 from gateway.store import Store, open_store
@@ -35,6 +38,8 @@ class Runtime:
     pipeline: Pipeline | None = None
     #: Set on SIGTERM: ``/readyz`` answers 503 so load balancers stop sending traffic.
     draining: bool = False
+    #: Outlives config generations, so counters survive a reload; plugins feed it what they know.
+    metrics: Metrics = field(default_factory=Metrics)
     extra: dict[str, object] = field(default_factory=dict)
 
     def generation(self, config: Config) -> Generation:
@@ -83,6 +88,8 @@ def build_app(config: Config, plugin_factory: PluginFactory | None = None) -> we
     app = web.Application(client_max_size=config.server.max_body_bytes + 1)
     app[RUNTIME] = runtime
     app.cleanup_ctx.append(_pipeline_ctx)
+    if config.metrics.port is not None:
+        app.cleanup_ctx.append(_metrics_site_ctx)
     router = app.router
     for path, dialect, op in INFERENCE_ROUTES:
         router.add_route("POST", path, partial(_inference, runtime, dialect, op))
@@ -93,6 +100,8 @@ def build_app(config: Config, plugin_factory: PluginFactory | None = None) -> we
     router.add_get("/v1/usage", partial(_usage, runtime))
     router.add_get("/healthz", _healthz)
     router.add_get("/readyz", partial(_readyz, runtime))
+    if config.metrics.port is None:
+        router.add_get("/metrics", partial(_metrics, runtime))
     router.add_route("*", "/{tail:.*}", _unknown_route)
     return app
 
@@ -100,6 +109,7 @@ def build_app(config: Config, plugin_factory: PluginFactory | None = None) -> we
 async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
     runtime.store = open_store(runtime.config.store)
+    runtime.store.add_error_listener(runtime.metrics.store_error)
     runtime.upstream = UpstreamClient.create()
     generation = runtime.generation(runtime.config)
     for plugin in generation.plugins:
@@ -113,6 +123,24 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
             await plugin.close()
         await runtime.upstream.close()
         await runtime.store.close()
+
+
+async def _metrics_site_ctx(app: web.Application) -> AsyncIterator[None]:
+    """``metrics.port``: ``/metrics`` on a port of its own, e.g. one only Prometheus can reach."""
+    runtime = app[RUNTIME]
+    config = runtime.config
+    assert config.metrics.port is not None
+    metrics_app = web.Application()
+    metrics_app.router.add_get("/metrics", partial(_metrics, runtime))
+    runner = web.AppRunner(metrics_app, access_log=None)
+    await runner.setup()
+    host = config.metrics.host or config.server.host
+    # Every worker binds the port; whichever answers serves the sum of all workers.
+    await web.TCPSite(runner, host, config.metrics.port, reuse_port=config.server.workers > 1).start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
 
 
 async def _inference(runtime: Runtime, dialect: Dialect, op: str, request: web.Request) -> web.StreamResponse:
@@ -149,6 +177,16 @@ async def _unknown_route(request: web.Request) -> web.Response:
 
 async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "serving"})
+
+
+async def _metrics(runtime: Runtime, request: web.Request) -> web.Response:
+    metrics = runtime.metrics
+    if metrics.multiprocess_dir:
+        # Reading every worker's files is disk work: keep it off the event loop.
+        body = await asyncio.get_running_loop().run_in_executor(None, metrics.exposition)
+    else:
+        body = metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def _readyz(runtime: Runtime, request: web.Request) -> web.Response:

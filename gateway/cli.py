@@ -60,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
         for error in exc.errors:
             print(error, file=sys.stderr)
         return 1
-    configure()
+    configure(cfg.logging.level, cfg.logging.format)
     run(cfg, args.host or cfg.server.host, args.port if args.port is not None else cfg.server.port)
     return 0
 

@@ -20,8 +20,12 @@ import yaml
 
 Dialect = Literal["openai", "azure", "foundry"]
 ExtraParameters = Literal["drop", "pass-through", "error"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["json", "console"]
 DIALECTS: tuple[Dialect, ...] = ("openai", "azure", "foundry")
 EXTRA_PARAMETER_MODES: tuple[ExtraParameters, ...] = ("drop", "pass-through", "error")
+LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
+LOG_FORMATS: tuple[LogFormat, ...] = ("json", "console")
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
@@ -149,6 +153,21 @@ class RoutingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: LogLevel = "info"
+    format: LogFormat = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Where ``/metrics`` is served: the main port when ``port`` is ``None``, else only that port."""
+
+    port: int | None = None
+    #: ``None``: the server's host.
+    host: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig
     store: StoreConfig
@@ -163,6 +182,8 @@ class Config:
     #: SHA-256 digests of the admin keys (``admin.keys``): they may read every team's usage.
     admin_keys: frozenset[bytes] = field(default=frozenset(), repr=False)
     routing: RoutingSettings = RoutingSettings()
+    logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     def pool(self, model: str) -> tuple[Deployment, ...]:
         return tuple(self.deployments[name] for name in self.models[model].deployments)
@@ -306,7 +327,19 @@ class _Validator:
         top = self.mapping(
             raw,
             "$",
-            {"server", "store", "deployments", "models", "teams", "simulator", "ratelimit", "admin", "routing"},
+            {
+                "server",
+                "store",
+                "deployments",
+                "models",
+                "teams",
+                "simulator",
+                "ratelimit",
+                "admin",
+                "routing",
+                "logging",
+                "metrics",
+            },
             {"deployments", "models", "teams"},
         )
         server = self.server(top.get("server"), "server")
@@ -318,6 +351,8 @@ class _Validator:
         ratelimit = self.ratelimit(top.get("ratelimit"), "ratelimit")
         admin_keys = self.admin(top.get("admin"), "admin", keys)
         routing = self.routing(top.get("routing"), "routing")
+        logging = self.logging(top.get("logging"), "logging")
+        metrics = self.metrics(top.get("metrics"), "metrics", server)
         if store.scheme == "memory" and server.workers > 1:
             self.error(
                 "store.url",
@@ -327,7 +362,19 @@ class _Validator:
         if self.errors:
             raise ConfigError([f"{self.source}: {e}" for e in self.errors])
         return Config(
-            server, store, deployments, models, teams, keys, simulator, self.source, ratelimit, admin_keys, routing
+            server,
+            store,
+            deployments,
+            models,
+            teams,
+            keys,
+            simulator,
+            self.source,
+            ratelimit=ratelimit,
+            admin_keys=admin_keys,
+            routing=routing,
+            logging=logging,
+            metrics=metrics,
         )
 
     def routing(self, raw: Any, path: str) -> RoutingSettings:
@@ -561,6 +608,23 @@ class _Validator:
             api_key=self.string(r, "api_key", path, d.api_key) or d.api_key,
             latency_per_token_s=self.number(r, "latency_per_token_s", path, 0.0, kind=float),
         )
+
+    def logging(self, raw: Any, path: str) -> LoggingConfig:
+        r = self.mapping(raw, path, {"level", "format"})
+        return LoggingConfig(
+            level=self.choice(r, "level", path, LOG_LEVELS, "info"),  # type: ignore[arg-type]
+            format=self.choice(r, "format", path, LOG_FORMATS, "json"),  # type: ignore[arg-type]
+        )
+
+    def metrics(self, raw: Any, path: str, server: ServerConfig) -> MetricsConfig:
+        r = self.mapping(raw, path, {"port", "host"})
+        port: int | None = self.number(r, "port", path, None, minimum=1)
+        if port is not None and port > 65535:
+            self.error(f"{path}.port", f"must be at most 65535, got {port}")
+            port = None
+        if port is not None and port == server.port:
+            self.error(f"{path}.port", f"must differ from server.port ({port}); omit it to serve /metrics there")
+        return MetricsConfig(port=port, host=self.string(r, "host", path))
 
 
 def _kind(value: Any) -> str:

@@ -66,6 +66,8 @@ class Exchange:
     usage: Usage | None = None
     ttfb_s: float | None = None
     error: GatewayError | None = None
+    #: The upstream's ``x-request-id``, which the client then sees in place of ``request_id``.
+    upstream_request_id: str | None = None
     #: The client went away before the response was complete.
     client_gone: bool = False
 

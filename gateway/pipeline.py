@@ -57,12 +57,19 @@ class Generation:
     router: Router
     plugins: tuple[Plugin, ...]
     # Per hook, only the plugins that implement it: a no-op hook still costs a coroutine per request.
+    starters: tuple[Plugin, ...] = field(init=False)
     admitters: tuple[Plugin, ...] = field(init=False)
     observers: tuple[Plugin, ...] = field(init=False)
     completers: tuple[Plugin, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        for attr, hook in (("admitters", "admit"), ("observers", "attempted"), ("completers", "completed")):
+        hooks = (
+            ("starters", "started"),
+            ("admitters", "admit"),
+            ("observers", "attempted"),
+            ("completers", "completed"),
+        )
+        for attr, hook in hooks:
             object.__setattr__(self, attr, _implementing(self.plugins, hook))
 
 
@@ -76,6 +83,8 @@ class Pipeline:
     async def handle(self, request: web.Request, dialect: Dialect, op: str) -> web.StreamResponse:
         gen = self.generation  # captured once: in-flight requests keep the config they started with
         ex = Exchange(request, gen.config, dialect, op, request_id_of(request))
+        for plugin in gen.starters:
+            plugin.started(ex)
         try:
             await self._prepare(ex)
             for plugin in gen.admitters:
@@ -86,8 +95,10 @@ class Pipeline:
             ex.status = err.status
             return self._error_response(ex, err)
         except asyncio.CancelledError:
+            # Cancelled means the client left before the answer was complete, even mid-stream
+            # after a 200 went out: the record says 499, as a proxy's access log would.
             ex.client_gone = True
-            ex.status = ex.status or CLIENT_CLOSED
+            ex.status = CLIENT_CLOSED
             raise
         finally:
             if ex.client_gone:
@@ -215,6 +226,7 @@ class Pipeline:
 
     def _response_headers(self, ex: Exchange, upstream: CIMultiDictProxy[str]) -> dict[str, str]:
         headers = _forwarded(upstream, FORWARDED_HEADERS)
+        ex.upstream_request_id = headers.get("x-request-id")
         headers.setdefault("x-request-id", ex.request_id)
         headers.update(ex.response_headers)
         return headers

@@ -46,6 +46,10 @@ class Plugin:
         """``None`` when ready to serve, else why not (``/readyz`` answers 503 with it)."""
         return None
 
+    def started(self, exchange: Exchange) -> None:
+        """First thing for every inference request, before any check; must not raise. Synchronous
+        and called only on plugins that override it, so it costs nothing to the others."""
+
     async def admit(self, exchange: Exchange) -> None:
         """After auth, body and model checks, before routing. Raise to refuse (e.g. ``RateLimited``)."""
 

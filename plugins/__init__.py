@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from gateway.config import Config
 from gateway.plugin import Plugin
 from plugins.access_log import AccessLog
+from plugins.metrics import MetricsPlugin
 from plugins.ratelimit import RateLimitPlugin
 from plugins.routing import Router
 
@@ -15,6 +16,13 @@ if TYPE_CHECKING:
 
 
 def default_plugins(config: Config, runtime: Runtime) -> list[Plugin]:
-    """Admission first, then routing; the access log last so it sees what every other plugin did."""
+    """Metrics first (it sees every request), then admission and routing; the access log last so it
+    sees what every other plugin did."""
     assert runtime.store is not None, "the store opens before the plugins"
-    return [RateLimitPlugin(runtime.store), Router(config, runtime.store), AccessLog()]
+    metrics = runtime.metrics
+    return [
+        MetricsPlugin(metrics),
+        RateLimitPlugin(runtime.store, on_usage=metrics.set_quota_usage),
+        Router(config, runtime.store, on_cooldown=metrics.set_cooldown),
+        AccessLog(),
+    ]

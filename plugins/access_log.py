@@ -19,6 +19,7 @@ class AccessLog(Plugin):
         self._log.info(
             "request",
             request_id=exchange.request_id,
+            upstream_request_id=exchange.upstream_request_id,
             team=exchange.team.name if exchange.team else None,
             key_id=exchange.key_id,
             model=exchange.model,

@@ -139,3 +139,26 @@ async def sim_fault(sim: Served, **fault: Any) -> None:
     fault.setdefault("count", 1)
     async with aiohttp.ClientSession() as session, session.post(f"{sim.url}/_sim/faults", json=fault) as resp:
         assert resp.status < 300, await resp.text()
+
+
+async def scrape(url: str) -> str:
+    """The text of ``{url}/metrics`` (``url`` is a gateway's, or its metrics port's)."""
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.text()
+
+
+def samples(text: str, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
+    """Every sample called ``name`` (e.g. ``gateway_requests_total``) whose labels include ``labels``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [
+        (sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    ]
+
+
+def total(text: str, name: str, **labels: str) -> float:
+    return sum(value for _, value in samples(text, name, **labels))

@@ -9,6 +9,7 @@ exchange's own config, so a reload applies to the next request.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 from gateway.config import Team
 from gateway.errors import RateLimited, StoreError, StoreUnavailable
@@ -30,10 +31,20 @@ _UNITS = {
 class RateLimitPlugin(Plugin):
     name = "ratelimit"
 
-    def __init__(self, store: Store, *, window_ms: int = MINUTE_MS) -> None:
-        """``store`` is shared and owned by the app; ``window_ms`` is shorter only in tests."""
+    def __init__(
+        self,
+        store: Store,
+        *,
+        window_ms: int = MINUTE_MS,
+        on_usage: Callable[[str, str, float], None] | None = None,
+    ) -> None:
+        """``store`` is shared and owned by the app; ``window_ms`` is shorter only in tests.
+
+        ``on_usage(team, limit, ratio)`` hears each admission's share of every limit in use
+        (``gateway_quota_usage_ratio``)."""
         self.store = store
         self.window_ms = window_ms
+        self._on_usage = on_usage
 
     async def admit(self, exchange: Exchange) -> None:
         team = exchange.team
@@ -51,6 +62,9 @@ class RateLimitPlugin(Plugin):
                 ) from exc
             return
         headers = rate_limit_headers(decision.counters)
+        if self._on_usage is not None:
+            for counter in decision.counters:
+                self._on_usage(team.name, counter.name, counter.used / counter.limit)
         if decision.admitted:
             exchange.state[self.name] = decision.reservation
             exchange.response_headers.update(headers)

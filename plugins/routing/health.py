@@ -49,8 +49,10 @@ class DeploymentHealth:
         deployments: Iterable[str],
         settings: RoutingSettings,
         clock: Callable[[], float] = time.monotonic,
+        on_cooldown: Callable[[str, float], None] | None = None,
     ) -> None:
         self._store = store
+        self._on_cooldown = on_cooldown
         self._names = tuple(deployments)
         self._settings = settings
         self._clock = clock
@@ -81,6 +83,7 @@ class DeploymentHealth:
 
     async def cool(self, name: str, seconds: float) -> None:
         self.views[name].cool_until = max(self.views[name].cool_until, self._clock() + seconds)
+        self._announce(name)
         await self._write(self._store_set(_key("cool", name), seconds))
 
     async def open(self, name: str) -> None:
@@ -89,12 +92,14 @@ class DeploymentHealth:
         view = self.views[name]
         view.open_until = now + seconds
         view.tripped_until = now + seconds * TRIPPED_FACTOR
+        self._announce(name)
         await self._write(self._store_set(_key("open", name), seconds))
         await self._write(self._store_set(_key("tripped", name), seconds * TRIPPED_FACTOR))
 
     async def close(self, name: str) -> None:
         view = self.views[name]
         view.open_until = view.tripped_until = 0.0
+        self._announce(name)
         if self._store is not None:
             await self._write(self._store.delete(_key("tripped", name)))
             await self._write(self._store.delete(_key("open", name)))
@@ -121,11 +126,19 @@ class DeploymentHealth:
         now = self._clock()
         for i, name in enumerate(self._names):
             view = self.views[name]
+            before = self.wait_s(name, now)
             cool, opened, tripped = remaining[3 * i : 3 * i + 3]
             if cool:  # cooldowns only ever expire, so the longer record is the true one
                 view.cool_until = max(view.cool_until, now + cool / 1000)
             view.open_until = now + opened / 1000 if opened else min(view.open_until, now)
             view.tripped_until = now + tripped / 1000 if tripped else 0.0
+            if self.wait_s(name, now) != before:
+                self._announce(name)
+
+    def _announce(self, name: str) -> None:
+        if self._on_cooldown is not None:
+            wait = self.wait_s(name, self._clock())
+            self._on_cooldown(name, wait[1] if wait else 0.0)
 
     def start(self) -> None:
         if self._store is not None and self._poller is None:

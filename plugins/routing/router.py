@@ -41,13 +41,16 @@ class Router(Plugin):
         *,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_cooldown: Callable[[str, float], None] | None = None,
     ) -> None:
+        """``on_cooldown(deployment, seconds)`` hears every change of a deployment's wait
+        (``gateway_deployment_cooldown``); 0 means available again."""
         self._config = config
         self._settings = config.routing
         self._store = store
         self._rng = rng or random.Random()
         self._clock = clock
-        self.health = DeploymentHealth(store, config.deployments, config.routing, clock)
+        self.health = DeploymentHealth(store, config.deployments, config.routing, clock, on_cooldown)
         #: Consecutive failures per deployment seen by this replica.
         self._failures: dict[str, int] = {}
         #: The upstream's last reported headroom per deployment (``least-utilized``).

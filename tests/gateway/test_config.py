@@ -104,3 +104,28 @@ def test_check_config_cli(tmp_path: Path) -> None:
     assert "$.extra: unknown key" in result.stderr
     assert "models.m.deployments[0]: deployment 'x' is not defined" in result.stderr
     assert "teams.t.keys: expected a non-empty list of keys" in result.stderr
+
+
+def test_logging_and_metrics_sections() -> None:
+    environ = {"OPENAI_KEY": "x", "RESEARCH_KEY": "k"}
+    defaults = parse(MINIMAL, environ=environ)
+    assert (defaults.logging.level, defaults.logging.format) == ("info", "json")
+    assert defaults.metrics.port is None
+    text = MINIMAL + "logging: {level: debug, format: console}\nmetrics: {port: 9102, host: 0.0.0.0}\n"
+    config = parse(text, environ=environ)
+    assert (config.logging.level, config.logging.format) == ("debug", "console")
+    assert (config.metrics.port, config.metrics.host) == (9102, "0.0.0.0")
+
+
+def test_logging_and_metrics_errors_name_their_paths() -> None:
+    text = MINIMAL + "logging: {level: loud, format: xml, color: true}\nmetrics: {port: 8080}\n"
+    with pytest.raises(ConfigError) as err:
+        parse(text, environ={"OPENAI_KEY": "x", "RESEARCH_KEY": "k"})
+    errors = "\n".join(err.value.errors)
+    assert "logging.level: must be one of debug, info, warning, error, got 'loud'" in errors
+    assert "logging.format: must be one of json, console, got 'xml'" in errors
+    assert "logging.color: unknown key" in errors
+    assert "metrics.port: must differ from server.port (8080)" in errors
+    with pytest.raises(ConfigError) as err:
+        parse(MINIMAL + "metrics: {port: 70000}\n", environ={"OPENAI_KEY": "x", "RESEARCH_KEY": "k"})
+    assert "metrics.port: must be at most 65535" in err.value.errors[0]

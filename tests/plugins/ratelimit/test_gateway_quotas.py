@@ -19,6 +19,7 @@ from gateway.plugin import Plugin
 from gateway.store import MemoryStore
 from plugins import default_plugins
 from plugins.access_log import AccessLog
+from plugins.metrics import MetricsPlugin
 from plugins.ratelimit import RateLimitPlugin
 from plugins.routing import Router
 from tests.harness import SIM_KEY, Served, gateway
@@ -229,4 +230,4 @@ def test_default_plugins_put_admission_first() -> None:
     config = parse(single_team("http://127.0.0.1:9", "rpm: 1"), environ={})
     runtime = Runtime(config)
     runtime.store = MemoryStore()
-    assert [type(p) for p in default_plugins(config, runtime)] == [RateLimitPlugin, Router, AccessLog]
+    assert [type(p) for p in default_plugins(config, runtime)] == [MetricsPlugin, RateLimitPlugin, Router, AccessLog]
