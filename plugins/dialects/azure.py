@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -12,14 +11,13 @@ from aiohttp import web
 from gateway.config import Config, Deployment, Team
 from gateway.errors import GatewayError, InvalidApiVersion
 from plugins.dialects.azure_errors import render_azure_error
-from plugins.dialects.base import Dialect, OutboundRequest, bearer
+from plugins.dialects.base import Dialect, OutboundRequest, bearer, require_dated_api_version
 from plugins.dialects.params import STREAM_USAGE_SINCE, rewrite_for_azure, version_date
 from plugins.dialects.streaming import plan_stream
 
 if TYPE_CHECKING:
     from gateway.exchange import Exchange
 
-API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 V1_API_VERSIONS = frozenset({"v1", "preview"})
 
 
@@ -42,17 +40,7 @@ class AzureDialect(Dialect):
                     param="api-version",
                 )
             return
-        if version is None:
-            raise InvalidApiVersion(
-                "Missing required query parameter 'api-version' (for example ?api-version=2024-10-21).",
-                param="api-version",
-                code="MissingApiVersion",
-            )
-        if not API_VERSION.match(version):
-            raise InvalidApiVersion(
-                f"Malformed api-version {version!r}: expected YYYY-MM-DD or YYYY-MM-DD-preview.",
-                param="api-version",
-            )
+        require_dated_api_version(request, "2024-10-21")
 
     def model_name(self, request: web.Request, body: dict[str, Any] | None, team: Team, config: Config) -> str | None:
         if not self.v1 and "deployment" in request.match_info:

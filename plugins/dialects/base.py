@@ -9,6 +9,7 @@ by route) and exactly one renders it upstream (the deployment's). Each side has 
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -17,7 +18,7 @@ import orjson
 from aiohttp import web
 
 from gateway.config import Config, Deployment, Team
-from gateway.errors import GatewayError, Unauthorized, UpstreamError
+from gateway.errors import GatewayError, InvalidApiVersion, Unauthorized, UpstreamError
 
 if TYPE_CHECKING:
     from gateway.exchange import Exchange
@@ -90,6 +91,25 @@ class Dialect(ABC):
     def parse_error(self, status: int, raw: bytes, headers: dict[str, str]) -> UpstreamError:
         """An upstream error body, whatever its shape, as an ``UpstreamError`` keeping the status."""
         return parse_upstream_error(status, raw, headers)
+
+
+API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
+
+
+def require_dated_api_version(request: web.Request, example: str) -> None:
+    """Azure's and Foundry's rule: ``api-version`` is required, as ``YYYY-MM-DD[-preview]``."""
+    version = request.query.get("api-version")
+    if version is None:
+        raise InvalidApiVersion(
+            f"Missing required query parameter 'api-version' (for example ?api-version={example}).",
+            param="api-version",
+            code="MissingApiVersion",
+        )
+    if not API_VERSION.match(version):
+        raise InvalidApiVersion(
+            f"Malformed api-version {version!r}: expected YYYY-MM-DD or YYYY-MM-DD-preview.",
+            param="api-version",
+        )
 
 
 def bearer(request: web.Request) -> str | None:

@@ -9,10 +9,9 @@ import orjson
 from aiohttp import web
 
 from gateway.config import Config, Deployment, Team
-from gateway.errors import BadRequest, ExtraParametersNotAllowed, GatewayError, InvalidApiVersion, Unauthorized
-from plugins.dialects.azure import API_VERSION
+from gateway.errors import BadRequest, ExtraParametersNotAllowed, GatewayError, Unauthorized
 from plugins.dialects.azure_errors import render_azure_error
-from plugins.dialects.base import Dialect, OutboundRequest, bearer, json_response
+from plugins.dialects.base import Dialect, OutboundRequest, bearer, json_response, require_dated_api_version
 from plugins.dialects.params import extra_parameters, foundry_extra_detail, reject_azure_only
 from plugins.dialects.streaming import plan_stream
 
@@ -38,18 +37,7 @@ class FoundryDialect(Dialect):
         return api_key or token
 
     def check_api_version(self, request: web.Request) -> None:
-        version = request.query.get("api-version")
-        if version is None:
-            raise InvalidApiVersion(
-                "Missing required query parameter 'api-version' (for example ?api-version=2024-05-01-preview).",
-                param="api-version",
-                code="MissingApiVersion",
-            )
-        if not API_VERSION.match(version):
-            raise InvalidApiVersion(
-                f"Malformed api-version {version!r}: expected YYYY-MM-DD or YYYY-MM-DD-preview.",
-                param="api-version",
-            )
+        require_dated_api_version(request, "2024-05-01-preview")
 
     def model_name(self, request: web.Request, body: dict[str, Any] | None, team: Team, config: Config) -> str | None:
         header = request.headers.get("azureml-model-deployment")
