@@ -137,6 +137,7 @@ class Metrics:
         self._tokens: dict[TokenKey, tuple[Counter, Counter]] = {}
         self._upstream: dict[tuple[str, str], Counter] = {}
         self._limited: dict[tuple[str, str], Counter] = {}
+        self._quota: dict[tuple[str, str], Gauge] = {}
 
     # -- per request (hot path: children are looked up once per label set, then cached) ---------
 
@@ -196,7 +197,11 @@ class Metrics:
 
     def set_quota_usage(self, team: str, limit: str, ratio: float) -> None:
         """The share (0..1) of ``team``'s ``limit`` (``rpm``, ``tpm``, …) in use."""
-        self.quota_usage.labels(team, limit).set(ratio)
+        key = (team, limit)
+        child = self._quota.get(key)
+        if child is None:  # set on every admission: look the child up once
+            child = self._quota[key] = self.quota_usage.labels(team, limit)
+        child.set(ratio)
 
     # -- the scrape -----------------------------------------------------------------------------
 
