@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -133,7 +134,8 @@ async def _unknown_route(request: web.Request) -> web.Response:
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "serving"})
+    # The pid tells workers apart behind one port (SO_REUSEPORT).
+    return web.json_response({"status": "serving", "pid": os.getpid()})
 
 
 async def _readyz(runtime: Runtime, request: web.Request) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gateway.config import Config
@@ -16,3 +17,12 @@ if TYPE_CHECKING:
 def default_plugins(config: Config, runtime: Runtime) -> list[Plugin]:
     """Admission first, then routing; the access log last so it sees what every other plugin did."""
     return [Router(config), AccessLog()]
+
+
+def worker_exit_hooks(config: Config) -> list[Callable[[int], None]]:
+    """Called by the supervisor (``server.workers`` > 1) with the pid of each worker that exits.
+
+    The place for per-process cleanup a plugin owns, such as prometheus-client's
+    ``multiprocess.mark_process_dead``.
+    """
+    return []
