@@ -6,14 +6,18 @@ What aiohttp 3.14 already does, and is only configured here (``handler_settings`
 - ``keepalive_timeout``: an idle kept-alive connection is closed. The timer is also armed when a
   connection opens, but it is not restarted by incoming bytes, so on its own it is a (long) total
   deadline, not a header deadline;
-- request smuggling: the request parser (llhttp in strict mode, or the pure-Python parser) refuses
-  Content-Length together with Transfer-Encoding and any Transfer-Encoding other than one final
-  ``chunked`` with 400.
+- request smuggling, mostly: both request parsers (llhttp in strict mode, and the pure-Python one
+  used with ``AIOHTTP_NO_EXTENSIONS``) refuse Content-Length with Transfer-Encoding, two
+  Transfer-Encoding or Content-Length headers, and an unknown coding, with 400.
 
-What aiohttp does not do, and ``HeaderDeadlineHandler`` adds: a deadline for a request's line and
-headers (slowloris). A client that opens a connection, or starts a new request on a kept-alive one,
-must finish its headers within ``server.header_timeout_s``; otherwise it gets 408 and the connection
-is closed. The body has its own deadline in the pipeline (``server.body_timeout_s``).
+What aiohttp does not do, and this module adds:
+- a deadline for a request's line and headers (slowloris), in ``HeaderDeadlineHandler``. A client
+  that opens a connection, or starts a new request on a kept-alive one, must finish its headers
+  within ``server.header_timeout_s``; otherwise it gets 408 and the connection is closed. The body
+  has its own deadline in the pipeline (``server.body_timeout_s``);
+- ``strict_framing``: Transfer-Encoding must be exactly ``chunked``. Both parsers accept
+  ``gzip, chunked`` (and pass the body on undecoded), and the pure-Python one also accepts
+  ``chunked, chunked``; a proxy in front may frame such a request differently, so it is refused.
 
 The seam: ``listen`` creates the listening socket itself with a protocol factory that builds
 ``HeaderDeadlineHandler`` (a ``web.RequestHandler``) for the runner's ``web.Server``, exactly as
@@ -25,9 +29,10 @@ drives it with raw sockets so an aiohttp upgrade that changes them fails loudly.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from gateway.config import ServerConfig
 
@@ -45,6 +50,29 @@ def handler_settings(server: ServerConfig) -> dict[str, Any]:
         "max_field_size": server.max_header_line_bytes,
         "max_headers": server.max_headers,
     }
+
+
+@web.middleware
+async def strict_framing(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """400, and the connection closed, unless Transfer-Encoding is absent or exactly ``chunked``."""
+    codings = request.headers.getall(hdrs.TRANSFER_ENCODING, ())
+    if codings and (len(codings) > 1 or codings[0].strip().lower() != "chunked"):
+        response = web.json_response(
+            {
+                "error": {
+                    "message": "Transfer-Encoding must be exactly 'chunked'.",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "invalid_transfer_encoding",
+                }
+            },
+            status=400,
+        )
+        response.force_close()  # whatever follows on this connection is not to be trusted
+        return response
+    return await handler(request)
 
 
 class HeaderDeadlineHandler(web.RequestHandler):
