@@ -19,8 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--host", help="override server.host")
     run.add_argument("--port", type=int, help="override server.port")
     run.add_argument("--workers", help="override server.workers (a number or 'auto')")
-    # Internal: how the supervisor starts each of its workers (see gateway.supervisor).
-    run.add_argument("--worker-process", action="store_true", help=argparse.SUPPRESS)
+    # Internal: how the supervisor (this pid) starts each of its workers (see gateway.supervisor).
+    run.add_argument("--worker-of", type=int, metavar="PID", help=argparse.SUPPRESS)
 
     check = commands.add_parser("check-config", help="validate a config file and print a summary")
     check.add_argument("path")
@@ -67,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     configure()
     host = args.host or cfg.server.host
     port = args.port if args.port is not None else cfg.server.port
-    return run(cfg, host, port, source, worker=args.worker_process)
+    return run(cfg, host, port, source, supervisor_pid=args.worker_of)
 
 
 def _simulate(host: str, port: int, latency: float) -> int:

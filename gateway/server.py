@@ -30,6 +30,10 @@ log = structlog.get_logger("gateway")
 T = TypeVar("T")
 #: How often a worker checks that its supervisor is still alive.
 ORPHAN_CHECK_S = 1.0
+#: The signals ``serve`` handles. A supervisor spawns workers with them blocked (the mask survives
+#: exec), so one that arrives while a worker is still starting waits for its handler instead of
+#: killing it with the default action; ``serve`` unblocks them once its handlers are installed.
+HANDLED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
 
 def make_runner(app: web.Application, config: Config) -> web.AppRunner:
@@ -58,8 +62,9 @@ async def start_simulator(settings: SimulatorSettings) -> web.AppRunner:
     return runner
 
 
-async def serve(config: Config, host: str, port: int, source: ConfigFile, *, worker: bool = False) -> None:
-    """Serve until SIGTERM/SIGINT, then drain. ``worker``: one of the supervisor's processes."""
+async def serve(config: Config, host: str, port: int, source: ConfigFile, *, supervisor_pid: int | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, then drain. ``supervisor_pid``: this is one of its workers."""
+    worker = supervisor_pid is not None
     # Under a supervisor the simulator runs once, in the supervisor, not once per worker.
     simulator = await start_simulator(config.simulator) if config.simulator and not worker else None
     app = build_app(config, default_plugins)
@@ -75,7 +80,8 @@ async def serve(config: Config, host: str, port: int, source: ConfigFile, *, wor
         loop.add_signal_handler(sig, stop.set)
     reloads = _Reloads(runtime, source)
     loop.add_signal_handler(signal.SIGHUP, reloads.request)
-    watchdog = asyncio.ensure_future(_stop_when_orphaned(stop)) if worker else None
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+    watchdog = asyncio.ensure_future(_stop_when_orphaned(stop, supervisor_pid)) if supervisor_pid else None
     log.info("serving", host=host, port=port, config=config.source, summary=config.summary(), worker=worker)
 
     await stop.wait()
@@ -117,14 +123,17 @@ class _Reloads:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-async def _stop_when_orphaned(stop: asyncio.Event) -> None:
-    """A worker whose supervisor died (SIGKILL, OOM) drains instead of serving on unsupervised."""
-    parent = os.getppid()
+async def _stop_when_orphaned(stop: asyncio.Event, supervisor_pid: int) -> None:
+    """A worker whose supervisor died (SIGKILL, OOM) drains instead of serving on unsupervised.
+
+    The pid comes from the supervisor itself: one read here could already be the reaper's, if the
+    supervisor died while this worker was starting."""
     while not stop.is_set():
-        await asyncio.sleep(ORPHAN_CHECK_S)
-        if os.getppid() != parent:
-            log.warning("supervisor_gone", supervisor_pid=parent)
+        if os.getppid() != supervisor_pid:
+            log.warning("supervisor_gone", supervisor_pid=supervisor_pid)
             stop.set()
+            return
+        await asyncio.sleep(ORPHAN_CHECK_S)
 
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
@@ -136,11 +145,13 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
     return result
 
 
-def run(config: Config, host: str, port: int, source: ConfigFile, *, worker: bool = False) -> int:
+def run(config: Config, host: str, port: int, source: ConfigFile, *, supervisor_pid: int | None = None) -> int:
     """Serve ``config``; with ``server.workers`` > 1, as a supervisor of that many worker processes."""
-    if config.server.workers > 1 and not worker:
+    if config.server.workers > 1 and supervisor_pid is None:
         from gateway.supervisor import Supervisor
 
-        return run_loop(Supervisor(config, source, host, port, worker_exit_hooks(config)).run())
-    run_loop(serve(config, host, port, source, worker=worker))
+        # The stdlib loop, not uvloop: it spawns with subprocess.Popen, which keeps the signal mask
+        # across exec (HANDLED_SIGNALS), where libuv resets it. The supervisor has no hot path.
+        return asyncio.run(Supervisor(config, source, host, port, worker_exit_hooks(config)).run())
+    run_loop(serve(config, host, port, source, supervisor_pid=supervisor_pid))
     return 0

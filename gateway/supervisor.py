@@ -1,6 +1,6 @@
 """The supervisor of ``server.workers`` > 1: spawns the worker processes and keeps them running.
 
-Each worker is ``gateway run … --worker-process``: the same command an operator runs, re-run as a
+Each worker is ``gateway run … --worker-of <supervisor pid>``: the same command an operator runs, re-run as a
 child (``subprocess``, not ``multiprocessing``). That way a worker loads the config exactly as a
 single process does (``${ENV}`` included), owns its event loop and signal handlers from its first
 line, and writes its log lines to the supervisor's stdout; nothing is pickled or forked from a
@@ -33,7 +33,7 @@ import structlog
 
 from gateway.config import Config
 from gateway.reload import ConfigFile
-from gateway.server import start_simulator
+from gateway.server import HANDLED_SIGNALS, start_simulator
 
 log = structlog.get_logger("gateway.supervisor")
 
@@ -73,6 +73,7 @@ class Supervisor:
         self.on_worker_exit: list[WorkerExitHook] = list(on_worker_exit or [])
         self._live: dict[int, asyncio.subprocess.Process] = {}
         self._stopping = asyncio.Event()
+        self._spawning = asyncio.Lock()
 
     def worker_command(self) -> list[str]:
         return [
@@ -88,7 +89,8 @@ class Supervisor:
             str(self.port),
             "--workers",
             str(self.config.server.workers),
-            "--worker-process",
+            "--worker-of",
+            str(os.getpid()),
         ]
 
     async def run(self) -> int:
@@ -130,7 +132,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         quick_failures = 0
         while True:
-            process = await asyncio.create_subprocess_exec(*self.worker_command())
+            process = await self._spawn()
             self._live[slot] = process
             if self._stopping.is_set():  # SIGTERM arrived while it was being spawned
                 process.send_signal(signal.SIGTERM)
@@ -150,6 +152,18 @@ class Supervisor:
             except TimeoutError:
                 continue
             return code
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        # The handled signals are blocked in this thread while it forks, so the worker inherits them
+        # blocked until it can handle them (``gateway.server.serve``); the supervisor's own wait
+        # until the fork is done. One spawn at a time: two overlapping ones would restore each
+        # other's masks in the wrong order.
+        async with self._spawning:
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+            try:
+                return await asyncio.create_subprocess_exec(*self.worker_command())
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     def _exited(self, pid: int) -> None:
         for hook in self.on_worker_exit:

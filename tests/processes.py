@@ -71,21 +71,29 @@ class GatewayProcess:
     def text(self) -> str:
         return "\n".join(self.output)
 
-    async def wait_for(self, predicate: Callable[[], Any], within_s: float = 20, what: str = "") -> Any:
+    async def wait_for(
+        self, predicate: Callable[[], Any], within_s: float = 20, what: str = "", *, running: bool = True
+    ) -> Any:
+        """``predicate()`` once true; ``running``: fail as soon as the main process has exited."""
         deadline = time.monotonic() + within_s
         while True:
             result = predicate()
             if result:
                 return result
-            if self.proc.poll() is not None and not predicate():
+            if running and self.proc.poll() is not None and not predicate():
                 raise AssertionError(f"gateway exited ({self.proc.returncode}) waiting for {what}:\n{self.text()}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what}:\n{self.text()}")
             await asyncio.sleep(0.05)
 
-    async def wait_event(self, name: str, count: int = 1, within_s: float = 20) -> list[LogLine]:
+    async def wait_event(
+        self, name: str, count: int = 1, within_s: float = 20, *, running: bool = True
+    ) -> list[LogLine]:
         found: list[LogLine] = await self.wait_for(
-            lambda: len(self.events(name)) >= count and self.events(name), within_s, f"{count} x {name!r}"
+            lambda: len(self.events(name)) >= count and self.events(name),
+            within_s,
+            f"{count} x {name!r}",
+            running=running,
         )
         return found
 

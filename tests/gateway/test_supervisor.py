@@ -90,3 +90,16 @@ async def test_two_workers_serve_and_a_killed_one_is_restarted(tmp_path: Path) -
                 assert await gw.exit_code() == 0
             stopped = gw.events("supervisor_stopped")
             assert stopped and stopped[0]["worker_exit_codes"] == [0, 0]
+
+
+async def test_workers_drain_and_exit_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    async with simulator() as sim:
+        port = free_port()
+        config = tmp_path / "gateway.yaml"
+        config.write_text(process_config(sim.url, port, server=", workers: 2", store="redis://127.0.0.1:1/0"))
+        with gateway_process(config, port) as gw:
+            await gw.wait_for(lambda: len(gw.events("serving")) == 2, what="two workers serving")
+            gw.proc.kill()  # the supervisor only; its workers are left behind
+            gone = await gw.wait_event("supervisor_gone", count=2, running=False)
+            assert {line["supervisor_pid"] for line in gone} == {gw.proc.pid}
+            await gw.wait_event("stopped", count=2, running=False)
