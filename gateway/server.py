@@ -43,9 +43,17 @@ def make_runner(app: web.Application, config: Config) -> web.AppRunner:
         app,
         handler_cancellation=True,
         access_log=None,
-        shutdown_timeout=config.server.shutdown_timeout_s,
+        shutdown_timeout=aiohttp_shutdown_timeout(config.server.shutdown_timeout_s),
         **handler_settings(config.server),
     )
+
+
+def aiohttp_shutdown_timeout(shutdown_timeout_s: float) -> float:
+    """aiohttp 3.14's per-connection shutdown waits ``timeout`` for the handler, then cancels only the
+    request's body and waits ``timeout`` again, so a stream that is just writing runs for 2 x
+    ``timeout`` before its task is cancelled. Half of ``shutdown_timeout_s`` makes that the
+    configured total (``tests/gateway/test_server.py`` measures it)."""
+    return shutdown_timeout_s / 2
 
 
 async def start_simulator(settings: SimulatorSettings) -> web.AppRunner:
@@ -88,9 +96,9 @@ async def serve(config: Config, host: str, port: int, source: ConfigFile, *, sup
     runtime.draining = True
     log.info("draining", timeout_s=config.server.shutdown_timeout_s)
     listener.close()  # new connections are refused from here on (other workers keep accepting)
-    # aiohttp closes idle connections, waits up to shutdown_timeout for requests in flight (streams
-    # included: their writes carry on), cancels what is left, then runs cleanup_ctx, which waits
-    # for every completion hook (Pipeline.drain) before closing the plugins.
+    # aiohttp closes idle connections, lets requests in flight run for up to shutdown_timeout_s
+    # (streams included: their writes carry on), cancels what is left, then runs cleanup_ctx, which
+    # waits for every completion hook (Pipeline.drain) before closing the plugins.
     await runner.cleanup()
     await reloads.wait()
     if watchdog is not None:

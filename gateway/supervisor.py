@@ -44,9 +44,9 @@ BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 30.0
 #: A worker that ran this long before exiting counts as healthy: its restart starts the backoff over.
 STABLE_AFTER_S = 10.0
-#: After SIGTERM, workers get this much beyond 2 x shutdown_timeout_s (aiohttp waits up to one
-#: timeout for handlers, then up to one more for the cancelled ones) before they are killed.
-KILL_GRACE_S = 5.0
+#: After SIGTERM, workers get this much beyond shutdown_timeout_s (for the cancelled requests'
+#: completion hooks and the plugins' close) before they are killed.
+KILL_GRACE_S = 10.0
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -109,7 +109,7 @@ class Supervisor:
         slots = [asyncio.ensure_future(self._keep(slot)) for slot in range(workers)]
         try:
             await self._stopping.wait()
-            deadline = 2 * self.config.server.shutdown_timeout_s + KILL_GRACE_S
+            deadline = self.config.server.shutdown_timeout_s + KILL_GRACE_S
             _, pending = await asyncio.wait(slots, timeout=deadline)
             if pending:
                 log.error("workers_did_not_drain", worker_pids=[p.pid for p in self._live.values()], after_s=deadline)

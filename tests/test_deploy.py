@@ -13,6 +13,7 @@ import yaml
 
 from gateway import config as config_module
 from gateway.app import build_app
+from gateway.supervisor import KILL_GRACE_S
 from plugins import default_plugins
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +86,7 @@ def test_compose_runs_two_gateways_on_redis_with_prometheus_and_grafana() -> Non
         assert published == [str(cfg.server.port)]
         assert all(p.startswith("127.0.0.1:") for p in gateway["ports"])
         assert set(ENV_REF.findall(config_text)) <= set(gateway["environment"])
-        assert float(gateway["stop_grace_period"].rstrip("s")) > 2 * cfg.server.shutdown_timeout_s
+        assert float(gateway["stop_grace_period"].rstrip("s")) >= cfg.server.shutdown_timeout_s + KILL_GRACE_S
         assert (DEPLOY / gateway["build"]["context"] / gateway["build"]["dockerfile"]).is_file()
     for service in services.values():
         for volume in service.get("volumes", []):
@@ -161,9 +162,9 @@ def test_kubernetes_manifests_agree_with_the_config_and_the_app() -> None:
     for name in ENV_REF.findall(config_text):
         assert "secretKeyRef" in env[name]["valueFrom"], name
 
-    # A drain (up to 2 x shutdown_timeout_s, after the preStop pause) ends before Kubernetes kills.
+    # A drain (shutdown_timeout_s, after the preStop pause, plus the completions) ends before Kubernetes kills.
     pause = float(container["lifecycle"]["preStop"]["exec"]["command"][-1])
-    assert pod["spec"]["terminationGracePeriodSeconds"] > pause + 2 * cfg.server.shutdown_timeout_s
+    assert pod["spec"]["terminationGracePeriodSeconds"] >= pause + cfg.server.shutdown_timeout_s + KILL_GRACE_S
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
 
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
