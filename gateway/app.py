@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -13,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway.catalog import get_model, list_models, model_info
 from gateway.config import Config
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
+from gateway.hardening import strict_framing
 from gateway.metrics import Metrics
 from gateway.pipeline import Generation, Pipeline, request_id_of
 from gateway.plugin import Plugin
@@ -85,7 +87,7 @@ CATALOG_ROUTES: tuple[tuple[str, Dialect, CatalogHandler], ...] = (
 def build_app(config: Config, plugin_factory: PluginFactory | None = None) -> web.Application:
     runtime = Runtime(config, plugin_factory)
     # Body size is enforced by the pipeline per config generation; this is only aiohttp's own cap.
-    app = web.Application(client_max_size=config.server.max_body_bytes + 1)
+    app = web.Application(client_max_size=config.server.max_body_bytes + 1, middlewares=[strict_framing])
     app[RUNTIME] = runtime
     app.cleanup_ctx.append(_pipeline_ctx)
     if config.metrics.port is not None:
@@ -176,7 +178,8 @@ async def _unknown_route(request: web.Request) -> web.Response:
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "serving"})
+    # The pid tells workers apart behind one port (SO_REUSEPORT).
+    return web.json_response({"status": "serving", "pid": os.getpid()})
 
 
 async def _metrics(runtime: Runtime, request: web.Request) -> web.Response:

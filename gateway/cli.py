@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--host", help="override server.host")
     run.add_argument("--port", type=int, help="override server.port")
     run.add_argument("--workers", help="override server.workers (a number or 'auto')")
+    # Internal: how the supervisor (this pid) starts each of its workers (see gateway.supervisor).
+    run.add_argument("--worker-of", type=int, metavar="PID", help=argparse.SUPPRESS)
 
     check = commands.add_parser("check-config", help="validate a config file and print a summary")
     check.add_argument("path")
@@ -49,20 +51,23 @@ def _check_config(path: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from gateway.reload import ConfigFile
     from gateway.server import run
 
     overrides = {}
     if args.workers is not None:
         overrides["workers"] = args.workers
+    source = ConfigFile(args.config, overrides or None)
     try:
-        cfg = config_module.load(args.config, overrides=overrides or None)
+        cfg = source.load()
     except config_module.ConfigError as exc:
         for error in exc.errors:
             print(error, file=sys.stderr)
         return 1
     configure(cfg.logging.level, cfg.logging.format)
-    run(cfg, args.host or cfg.server.host, args.port if args.port is not None else cfg.server.port)
-    return 0
+    host = args.host or cfg.server.host
+    port = args.port if args.port is not None else cfg.server.port
+    return run(cfg, host, port, source, supervisor_pid=args.worker_of)
 
 
 def _simulate(host: str, port: int, latency: float) -> int:

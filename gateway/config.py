@@ -66,6 +66,16 @@ class ServerConfig:
     workers: int = 1
     max_body_bytes: int = 8 * 1024 * 1024
     shutdown_timeout_s: float = 30.0
+    #: Slowloris: a request's line and headers must arrive within this (408 and close otherwise).
+    header_timeout_s: float = 10.0
+    #: The whole body must arrive within this (408 otherwise).
+    body_timeout_s: float = 30.0
+    #: An idle kept-alive connection is closed after this.
+    keepalive_timeout_s: float = 75.0
+    #: The longest request line, and the longest header (name plus value); longer -> 400.
+    max_header_line_bytes: int = 8190
+    #: More headers than this -> 400.
+    max_headers: int = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,7 +427,23 @@ class _Validator:
         return bytes.fromhex(hashed.group(1)) if hashed else key_digest(value)
 
     def server(self, raw: Any, path: str) -> ServerConfig:
-        r = self.mapping(raw, path, {"host", "port", "workers", "max_body_bytes", "shutdown_timeout_s"})
+        r = self.mapping(
+            raw,
+            path,
+            {
+                "host",
+                "port",
+                "workers",
+                "max_body_bytes",
+                "shutdown_timeout_s",
+                "header_timeout_s",
+                "body_timeout_s",
+                "keepalive_timeout_s",
+                "max_header_line_bytes",
+                "max_headers",
+            },
+        )
+        d = ServerConfig()
         workers_raw = self.expand(r.get("workers", 1), f"{path}.workers")
         if workers_raw == "auto":
             workers = os.cpu_count() or 1
@@ -428,7 +454,14 @@ class _Validator:
             port=self.number(r, "port", path, 8080, minimum=0),
             workers=workers,
             max_body_bytes=self.number(r, "max_body_bytes", path, 8 * 1024 * 1024, minimum=1),
-            shutdown_timeout_s=self.number(r, "shutdown_timeout_s", path, 30.0, kind=float),
+            shutdown_timeout_s=self.number(r, "shutdown_timeout_s", path, d.shutdown_timeout_s, kind=float),
+            header_timeout_s=self.number(r, "header_timeout_s", path, d.header_timeout_s, kind=float, minimum=0.001),
+            body_timeout_s=self.number(r, "body_timeout_s", path, d.body_timeout_s, kind=float, minimum=0.001),
+            keepalive_timeout_s=self.number(
+                r, "keepalive_timeout_s", path, d.keepalive_timeout_s, kind=float, minimum=0.001
+            ),
+            max_header_line_bytes=self.number(r, "max_header_line_bytes", path, d.max_header_line_bytes, minimum=256),
+            max_headers=self.number(r, "max_headers", path, d.max_headers, minimum=1),
         )
 
     def store(self, raw: Any, path: str) -> StoreConfig:

@@ -28,6 +28,7 @@ from gateway.errors import (
     InvalidJSON,
     ModelNotFound,
     PayloadTooLarge,
+    RequestTimeout,
     UpstreamError,
     UpstreamUnavailable,
 )
@@ -74,18 +75,67 @@ class Generation:
             object.__setattr__(self, attr, _implementing(self.plugins, hook))
 
 
+class _Users:
+    """How many requests hold each generation, so a retired one is closed after its last request."""
+
+    def __init__(self) -> None:
+        self._counts: dict[int, int] = {}
+        self._idle: dict[int, asyncio.Event] = {}
+
+    def acquire(self, gen: Generation) -> None:
+        # Keyed by id: a generation in this map is alive, held by the requests it counts.
+        self._counts[id(gen)] = self._counts.get(id(gen), 0) + 1
+
+    def release(self, gen: Generation) -> None:
+        key = id(gen)
+        left = self._counts[key] - 1
+        if left:
+            self._counts[key] = left
+            return
+        del self._counts[key]
+        idle = self._idle.pop(key, None)
+        if idle is not None:
+            idle.set()
+
+    async def gone(self, gen: Generation) -> None:
+        if id(gen) in self._counts:
+            await self._idle.setdefault(id(gen), asyncio.Event()).wait()
+
+
 class Pipeline:
     def __init__(self, generation: Generation, upstream: UpstreamClient) -> None:
         self.generation = generation
         self.upstream = upstream
         #: Completions still running after their client left; kept so they are not collected.
         self._detached: set[asyncio.Task[None]] = set()
+        self._users = _Users()
+        #: Generations replaced by a reload whose plugins close once their last request completes.
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    def swap(self, generation: Generation) -> Generation:
+        """Serve ``generation`` from the next request on; close the old one's plugins after its last."""
+        old, self.generation = self.generation, generation  # one assignment: atomic on the loop
+        task = asyncio.ensure_future(self._retire(old, generation))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        return old
+
+    async def _retire(self, old: Generation, new: Generation) -> None:
+        await self._users.gone(old)
+        for plugin in reversed(old.plugins):
+            if plugin in new.plugins:  # a plugin instance both generations share stays open
+                continue
+            try:
+                await plugin.close()
+            except Exception:
+                structlog.get_logger("gateway").exception("plugin_close_failed", plugin=plugin.name)
 
     async def handle(self, request: web.Request, dialect: Dialect, op: str) -> web.StreamResponse:
         gen = self.generation  # captured once: in-flight requests keep the config they started with
         ex = Exchange(request, gen.config, dialect, op, request_id_of(request))
         for plugin in gen.starters:
             plugin.started(ex)
+        self._users.acquire(gen)  # released by ``_complete``, which the ``finally`` below always reaches
         try:
             await self._prepare(ex)
             for plugin in gen.admitters:
@@ -113,7 +163,9 @@ class Pipeline:
         request, dialect, config = ex.request, ex.inbound, ex.config
         ex.team, ex.key_id = authenticate(request, dialect, config)
         dialect.check_api_version(request)
-        body = validate_body(ex.op, await _read_json(request, config.server.max_body_bytes))
+        body = validate_body(
+            ex.op, await _read_json(request, config.server.max_body_bytes, config.server.body_timeout_s)
+        )
         ex.extra_parameters = dialect.accept_body(request, ex.op, body)
         ex.body = body
         ex.stream = body.get("stream") is True
@@ -239,11 +291,14 @@ class Pipeline:
         return response
 
     async def _complete(self, ex: Exchange, gen: Generation) -> None:
-        for plugin in gen.completers:
-            try:
-                await plugin.completed(ex)
-            except Exception:  # one plugin's failure must not cost the others their record
-                _log_plugin_failure(plugin, ex)
+        try:
+            for plugin in gen.completers:
+                try:
+                    await plugin.completed(ex)
+                except Exception:  # one plugin's failure must not cost the others their record
+                    _log_plugin_failure(plugin, ex)
+        finally:
+            self._users.release(gen)
 
     async def _complete_detached(self, ex: Exchange, gen: Generation) -> None:
         """The client left: finish the record in a task of its own so a second cancel cannot cut it."""
@@ -256,31 +311,37 @@ class Pipeline:
             pass
 
     async def drain(self) -> None:
-        """Wait for completions of abandoned requests (shutdown)."""
+        """Wait for completions of abandoned requests, then for retired generations to close (shutdown)."""
         if self._detached:
             await asyncio.gather(*self._detached, return_exceptions=True)
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
 
 
 # -- helpers ------------------------------------------------------------------------------------
 
 
-async def _read_json(request: web.Request, limit: int) -> Any:
+async def _read_json(request: web.Request, limit: int, timeout_s: float) -> Any:
     length = request.content_length
-    if length is not None:
-        if length > limit:
-            raise PayloadTooLarge(f"The request body is {length} bytes; the limit is {limit}.")
-        try:
-            raw = await request.content.readexactly(length) if length else b""
-        except asyncio.IncompleteReadError as exc:
-            raise BadRequest("The request body ended before its Content-Length.") from exc
-        return _parse_json(raw)
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await request.content.readany():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
-        chunks.append(chunk)
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"The request body is {length} bytes; the limit is {limit}.")
+    try:
+        # One deadline for the whole body: a client trickling a byte at a time cannot hold a
+        # handler (and its memory) for longer than this.
+        async with asyncio.timeout(timeout_s):
+            if length is not None:  # the usual case: one read of a known size
+                return _parse_json(await request.content.readexactly(length) if length else b"")
+            chunks: list[bytes] = []
+            size = 0
+            while chunk := await request.content.readany():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
+                chunks.append(chunk)
+    except TimeoutError as exc:
+        raise RequestTimeout(f"The request body did not arrive within {timeout_s:g} s.") from exc
+    except asyncio.IncompleteReadError as exc:
+        raise BadRequest("The request body ended before its Content-Length.") from exc
     return _parse_json(b"".join(chunks))
 
 

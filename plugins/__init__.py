@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gateway.config import Config
+from gateway.metrics import worker_exited
 from gateway.plugin import Plugin
 from plugins.access_log import AccessLog
 from plugins.metrics import MetricsPlugin
@@ -26,3 +28,13 @@ def default_plugins(config: Config, runtime: Runtime) -> list[Plugin]:
         Router(config, runtime.store, on_cooldown=metrics.set_cooldown),
         AccessLog(),
     ]
+
+
+def worker_exit_hooks(config: Config) -> list[Callable[[int], None]]:
+    """Called by the supervisor (``server.workers`` > 1) with the pid of each worker that exits.
+
+    The place for per-process cleanup a plugin owns, such as prometheus-client's
+    ``multiprocess.mark_process_dead``.
+    """
+    # A dead worker's in-flight gauge must stop being summed; the variable names the directory.
+    return [worker_exited]

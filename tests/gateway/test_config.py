@@ -129,3 +129,25 @@ def test_logging_and_metrics_errors_name_their_paths() -> None:
     with pytest.raises(ConfigError) as err:
         parse(MINIMAL + "metrics: {port: 70000}\n", environ={"OPENAI_KEY": "x", "RESEARCH_KEY": "k"})
     assert "metrics.port: must be at most 65535" in err.value.errors[0]
+
+
+def test_server_hardening_keys_have_defaults_and_named_errors() -> None:
+    config = parse(MINIMAL, environ={"OPENAI_KEY": "x", "RESEARCH_KEY": "k"})
+    server = config.server
+    assert (server.header_timeout_s, server.body_timeout_s, server.keepalive_timeout_s) == (10.0, 30.0, 75.0)
+    assert (server.max_header_line_bytes, server.max_headers) == (8190, 100)
+    bad = (
+        "server: {header_timeout_s: 0, body_timeout_s: soon, keepalive_timeout_s: -1,"
+        " max_header_line_bytes: 10, max_headers: 1.5}\n" + MINIMAL
+    )
+    with pytest.raises(ConfigError) as err:
+        parse(bad, environ={"OPENAI_KEY": "x", "RESEARCH_KEY": "k"})
+    errors = "\n".join(err.value.errors)
+    for expected in (
+        "server.header_timeout_s: must be at least 0.001",
+        "server.body_timeout_s: expected a number",
+        "server.keepalive_timeout_s: must be at least 0.001",
+        "server.max_header_line_bytes: must be at least 256",
+        "server.max_headers: expected an integer",
+    ):
+        assert expected in errors, f"{expected!r} not in:\n{errors}"
