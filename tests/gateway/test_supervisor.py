@@ -11,7 +11,7 @@ import aiohttp
 
 from gateway.supervisor import BACKOFF_MAX_S, restart_delay
 from tests.gateway.test_server import process_config
-from tests.harness import TEAM_KEY, free_port, simulator
+from tests.harness import TEAM_KEY, free_port, simulator, total
 from tests.processes import access_lines, gateway_process, redis_server
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -103,3 +103,31 @@ async def test_workers_drain_and_exit_when_their_supervisor_is_killed(tmp_path: 
             gone = await gw.wait_event("supervisor_gone", count=2, running=False)
             assert {line["supervisor_pid"] for line in gone} == {gw.proc.pid}
             await gw.wait_event("stopped", count=2, running=False)
+
+
+async def test_one_scrape_sums_both_workers(tmp_path: Path) -> None:
+    """prometheus-client multiprocess mode: whichever worker answers /metrics, it counts them all."""
+    async with simulator() as sim:
+        port = free_port()
+        config = tmp_path / "gateway.yaml"
+        with redis_server(free_port()) as redis_url:
+            config.write_text(process_config(sim.url, port, server=", workers: 2", store=redis_url))
+            with gateway_process(config, port) as gw:
+                await gw.wait_ready()
+                await gw.wait_for(lambda: len(gw.events("serving")) == 2, what="two workers serving")
+                connector = aiohttp.TCPConnector(force_close=True)  # spread over both workers
+                headers = {"Authorization": f"Bearer {TEAM_KEY}"}
+                async with aiohttp.ClientSession(connector=connector) as session:
+                    for _ in range(40):
+                        async with session.post(f"{gw.url}/v1/chat/completions", json=CHAT, headers=headers) as r:
+                            assert r.status == 200
+                    served_by = {line["pid"] for line in access_lines(gw)}
+                    assert len(served_by) == 2, "both workers served"
+                    for _ in range(4):  # any worker's scrape gives the same sums
+                        async with session.get(f"{gw.url}/metrics") as resp:
+                            text = await resp.text()
+                        assert total(text, "gateway_requests_total", status="200") == 40
+                        completion = total(text, "gateway_tokens_total", kind="completion")
+                        assert completion == sum(line["completion_tokens"] for line in access_lines(gw))
+                gw.signal(signal.SIGTERM)
+                assert await gw.exit_code() == 0
