@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
+import time
 from typing import Any, TextIO
 
 import orjson
@@ -21,7 +23,7 @@ def configure(level: LogLevel = "info", fmt: LogFormat = "json", file: TextIO | 
         # Colours only for a terminal: escape codes in a file or a collector are noise.
         structlog.dev.ConsoleRenderer(colors=out.isatty())
         if fmt == "console"
-        else structlog.processors.JSONRenderer(serializer=_dumps)
+        else structlog.processors.JSONRenderer(serializer=_dumps_line)
     )
     pid = os.getpid()
 
@@ -32,21 +34,60 @@ def configure(level: LogLevel = "info", fmt: LogFormat = "json", file: TextIO | 
 
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             add_pid,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _timestamp,
             structlog.processors.format_exc_info,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         # One write() per line (PrintLogger's print() makes two under PYTHONUNBUFFERED): workers share
         # one stdout, and a line written whole (under PIPE_BUF) never interleaves with another's.
-        logger_factory=structlog.WriteLoggerFactory(out),
+        logger_factory=lambda *_: _LineWriter(out),
         cache_logger_on_first_use=True,
     )
 
 
-def _dumps(obj: Any, **kwargs: Any) -> str:
-    """orjson instead of json: an access line costs about a third less (10 us instead of 15)."""
-    return orjson.dumps(obj, default=kwargs.get("default")).decode()
+@functools.lru_cache(maxsize=4)
+def _iso_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
+def _timestamp(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """ISO 8601 UTC with microseconds, as structlog's TimeStamper writes it, with the date part
+    formatted once a second: on the access log's path this was a third of the processors' cost."""
+    now = time.time()
+    second = int(now)
+    event["timestamp"] = f"{_iso_second(second)}.{int((now - second) * 1_000_000):06d}Z"
+    return event
+
+
+def _dumps_line(obj: Any, **kwargs: Any) -> bytes:
+    """orjson, newline included: a third of json's cost, and bytes ready for one write()."""
+    return orjson.dumps(obj, default=kwargs.get("default"), option=orjson.OPT_APPEND_NEWLINE)
+
+
+class _LineWriter:
+    """Writes each line with one ``os.write`` on the file's descriptor: no Python-level buffer to
+    flush, and a line written whole (under PIPE_BUF) never interleaves with another worker's."""
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+        try:
+            self._fd: int | None = file.fileno()
+        except (AttributeError, OSError, ValueError):  # io.StringIO and friends
+            self._fd = None
+        if self._fd is not None:
+            file.flush()  # anything printed before must come first
+
+    def msg(self, message: str | bytes) -> None:
+        line = message if isinstance(message, bytes) else (message + "\n").encode()
+        if self._fd is None:
+            self._file.write(line.decode())
+            self._file.flush()
+            return
+        view = memoryview(line)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    log = debug = info = warn = warning = error = err = critical = fatal = exception = failure = msg

@@ -243,7 +243,15 @@ class Pipeline:
         headers = self._response_headers(ex, response.headers)
         content_type = response.headers.get("Content-Type", "application/json")
         headers["Content-Type"] = content_type
-        return web.Response(status=response.status, body=raw, headers=headers)
+        client = web.Response(status=response.status, body=raw, headers=headers)
+        # Send it now: the completion hooks (a quota reconcile is a store round trip) then run
+        # after the client has its answer, not before.
+        try:
+            await client.prepare(ex.request)
+            await client.write_eof()
+        except ConnectionError:
+            ex.client_gone = True
+        return client
 
     async def _relay_stream(self, ex: Exchange, response: UpstreamResponse, plan: StreamPlan) -> web.StreamResponse:
         client = web.StreamResponse(status=response.status, headers=self._response_headers(ex, response.headers))
@@ -325,7 +333,11 @@ async def _read_json(request: web.Request, limit: int, timeout_s: float) -> Any:
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"The request body is {length} bytes; the limit is {limit}.")
+    content = request.content
     try:
+        if length is not None and content.total_bytes >= length:
+            # The usual case: the whole body came with the headers, so no timer is needed.
+            return _parse_json(await content.readexactly(length) if length else b"")
         # One deadline for the whole body: a client trickling a byte at a time cannot hold a
         # handler (and its memory) for longer than this.
         async with asyncio.timeout(timeout_s):

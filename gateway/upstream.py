@@ -29,7 +29,15 @@ READ_SIZE = 64 * 1024
 
 @functools.lru_cache(maxsize=256)
 def _client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=None, connect=None, sock_connect=timeouts.connect_s, sock_read=None)
+    # aiohttp's sock_read restarts with every read, so it can stand for the first-byte deadline
+    # (it then also bounds gaps between body reads, which the idle timer already keeps shorter).
+    # When the first byte may take less than an idle gap, a timer of our own is needed instead.
+    sock_read = timeouts.first_byte_s if _first_byte_by_sock_read(timeouts) else None
+    return aiohttp.ClientTimeout(total=None, connect=None, sock_connect=timeouts.connect_s, sock_read=sock_read)
+
+
+def _first_byte_by_sock_read(timeouts: Timeouts) -> bool:
+    return timeouts.first_byte_s >= timeouts.idle_s
 
 
 class UpstreamResponse:
@@ -45,6 +53,8 @@ class UpstreamResponse:
 
     async def read(self) -> bytes:
         try:
+            if self._response.content.is_eof():
+                return await self._response.read()  # all here already: no timer needed
             async with asyncio.timeout(self._idle_s):
                 return await self._response.read()
         except TimeoutError as exc:
@@ -114,15 +124,19 @@ class UpstreamClient:
         await self._session.close()
 
     async def send(self, request: OutboundRequest, timeouts: Timeouts) -> UpstreamResponse:
+        post = self._session.post(
+            request.url,
+            data=request.body,
+            headers=request.headers,
+            timeout=_client_timeout(timeouts),
+            allow_redirects=False,
+        )
         try:
-            async with asyncio.timeout(timeouts.first_byte_s):
-                response = await self._session.post(
-                    request.url,
-                    data=request.body,
-                    headers=request.headers,
-                    timeout=_client_timeout(timeouts),
-                    allow_redirects=False,
-                )
+            if _first_byte_by_sock_read(timeouts):
+                response = await post
+            else:
+                async with asyncio.timeout(timeouts.first_byte_s):
+                    response = await post
         except TimeoutError as exc:
             raise UpstreamUnavailable(
                 f"The upstream sent no response within {timeouts.first_byte_s:g} s.", reason="timeout", status=504

@@ -116,10 +116,9 @@ def bearer(request: web.Request) -> str | None:
     value = request.headers.get("Authorization")
     if not value:
         return None
-    scheme, _, token = value.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if value[:7].lower() != "bearer " or not (token := value[7:].strip()):
         raise Unauthorized("The Authorization header must be 'Bearer <key>'.")
-    return token.strip()
+    return token
 
 
 def json_response(status: int, payload: Any, headers: dict[str, str]) -> web.Response:
