@@ -28,18 +28,21 @@ def executable() -> Path:
 def config(
     port: int, upstream: str, stream_upstream: str, store_url: str, workers: str = "1"
 ) -> dict[str, Any]:
-    """One openai deployment per upstream route; the stream route gets its own model name."""
+    """A pool of two openai deployments per upstream route (routing does real work: a weighted
+    choice on every request); the stream route gets its own model name."""
     deployment = {"dialect": "openai", "model": payloads.MODEL, "api_key": payloads.UPSTREAM_KEY}
     return {
         "server": {"host": LOOPBACK, "port": port, "workers": int(workers) if workers.isdigit() else workers},
         "store": {"url": store_url},
         "deployments": [
             {"name": "bench-upstream", "url": upstream, **deployment},
+            {"name": "bench-upstream-b", "url": upstream, **deployment},
             {"name": "bench-upstream-stream", "url": stream_upstream, **deployment},
+            {"name": "bench-upstream-stream-b", "url": stream_upstream, **deployment},
         ],
         "models": {
-            payloads.MODEL: {"deployments": ["bench-upstream"]},
-            payloads.STREAM_MODEL: {"deployments": ["bench-upstream-stream"]},
+            payloads.MODEL: {"deployments": ["bench-upstream", "bench-upstream-b"]},
+            payloads.STREAM_MODEL: {"deployments": ["bench-upstream-stream", "bench-upstream-stream-b"]},
         },
         "teams": {"bench": {"keys": [payloads.CLIENT_KEY], "limits": dict(_UNREACHABLE_LIMITS)}},
     }
