@@ -42,7 +42,6 @@ class Runtime:
     draining: bool = False
     #: Outlives config generations, so counters survive a reload; plugins feed it what they know.
     metrics: Metrics = field(default_factory=Metrics)
-    extra: dict[str, object] = field(default_factory=dict)
 
     def generation(self, config: Config) -> Generation:
         plugins = self.plugin_factory(config, self) if self.plugin_factory else []

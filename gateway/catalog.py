@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.config import Config, Team
-from gateway.errors import BadRequest, GatewayError, ModelNotFound
+from gateway.errors import BadRequest, ModelNotFound
 from plugins.auth import authenticate
 from plugins.dialects import Dialect
 from plugins.dialects.base import json_response
@@ -67,6 +67,3 @@ def _authorise(request: web.Request, dialect: Dialect, config: Config) -> Team:
     team, _ = authenticate(request, dialect, config)
     dialect.check_api_version(request)
     return team
-
-
-__all__ = ["GatewayError", "get_model", "list_models", "model_info"]

@@ -36,6 +36,8 @@ class StreamPlan:
     synthesize_usage_chunk: bool = False
     #: Re-frame every event as ``data: …\\n\\n`` (the azure-ai-inference parser rejects anything else).
     strict_framing: bool = False
+    #: The target sends a usage chunk: content need only be counted roughly, for a stream cut short.
+    usage_expected: bool = False
 
     @property
     def per_event(self) -> bool:

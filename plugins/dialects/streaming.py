@@ -19,9 +19,9 @@ def plan_stream(exchange: Exchange, body: dict[str, Any], target_reports_usage: 
     strict = exchange.inbound.strict_sse
     if target_reports_usage:
         if exchange.client_wants_usage:
-            return StreamPlan(strict_framing=strict)
+            return StreamPlan(strict_framing=strict, usage_expected=True)
         options = body.get("stream_options")
         body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-        return StreamPlan(withhold_usage_chunk=True, strict_framing=strict)
+        return StreamPlan(withhold_usage_chunk=True, strict_framing=strict, usage_expected=True)
     body.pop("stream_options", None)
     return StreamPlan(synthesize_usage_chunk=exchange.client_wants_usage, strict_framing=strict)
