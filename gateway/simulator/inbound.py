@@ -21,6 +21,8 @@ _AZURE_NEW_PARAMETERS_SINCE = "2024-09-01"
 _AZURE_NEW_PARAMETERS = ("stream_options", "max_completion_tokens", "parallel_tool_calls")
 _MISSING_API_VERSION = "Missing required query parameter: api-version"
 
+# The service's own list, kept apart from the gateway's (plugins/dialects/params.py) on purpose:
+# a parameter the gateway wrongly lets through must meet the simulator's 400, as the real one's.
 FOUNDRY_CHAT_PARAMETERS = frozenset(
     {
         "messages",
