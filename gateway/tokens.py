@@ -24,15 +24,6 @@ def estimate_prompt(op: str, body: dict[str, Any]) -> int:
     return math.ceil(_chars(body.get("input")) / CHARS_PER_TOKEN) or 1
 
 
-def completion_budget(body: dict[str, Any]) -> int | None:
-    """The most completion tokens the caller allowed, if it said."""
-    for name in ("max_completion_tokens", "max_tokens"):
-        value = body.get(name)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
-
-
 def _chars(content: Any) -> int:
     if isinstance(content, str):
         return len(content)
