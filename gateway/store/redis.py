@@ -35,6 +35,7 @@ from gateway.store.base import (
     counters,
 )
 from gateway.store.breaker import CircuitBreaker
+from gateway.store.pipelined import Connections, Endpoint, PipelinedConnection, ReplyError, Script
 
 T = TypeVar("T")
 
@@ -73,8 +74,11 @@ class RedisStore(Store):
         self._timeout_s = config.timeout_ms / 1000
         self._client = connect(config.url, self._timeout_s)
         self._breaker = breaker or CircuitBreaker()
-        # EVALSHA, falling back to SCRIPT LOAD on NOSCRIPT (after a flush, restart or failover).
-        self._window = self._client.register_script(window_script())
+        # The hot path: admissions and reconciles over pipelined connections (see pipelined.py);
+        # redis-py's registered copy serves a call the cluster redirected.
+        self._connections = Connections(Endpoint.from_url(config.url))
+        self._window_script = Script(window_script())
+        self._window = self._client.register_script(self._window_script.source)
         # One round trip for many keys' remaining lives (keys share a hash tag on a cluster).
         self._ttls = self._client.register_script(_TTLS)
         # redis-py's cluster client discovers the slots lazily, and concurrent first calls race
@@ -113,7 +117,22 @@ class RedisStore(Store):
 
     async def _run(self, scope: str, args: list[str | int]) -> Any:
         prefix = f"rl:{{{scope}}}:"
-        return await self._window(keys=[prefix + "log", prefix + "w"], args=[prefix, *args])
+        keys, argv = [prefix + "log", prefix + "w"], [prefix, *args]
+        try:
+            return await self._window_script.run(await self._connection(keys[0]), keys, argv)
+        except ReplyError as err:
+            if err.code not in ("MOVED", "ASK"):
+                raise
+        # A slot moved: redis-py follows the redirect and refreshes the slot map the next call reads.
+        return await self._window(keys=keys, args=argv)
+
+    async def _connection(self, key: str) -> PipelinedConnection:
+        if isinstance(self._client, RedisCluster):
+            node = self._client.get_node_from_key(key)
+            if node is None:
+                raise ConnectionError(f"no cluster node serves the key {key!r}")
+            return await self._connections.get(node.host, int(node.port))
+        return await self._connections.get()
 
     async def admit(
         self,
@@ -176,6 +195,7 @@ class RedisStore(Store):
         return True
 
     async def close(self) -> None:
+        self._connections.close()
         try:
             await self._client.aclose()
         except (RedisError, OSError) as exc:
