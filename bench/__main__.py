@@ -1,4 +1,4 @@
-"""python -m bench [run] | memory  (see BENCHMARKS.md; `make bench` runs the first)."""
+"""python -m bench [run] | memory | profile  (see BENCHMARKS.md; `make bench` runs the first)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shlex
 import shutil
 import sys
 
-from bench import machine, memory, report, runner
+from bench import machine, memory, profile, report, runner
 from bench.settings import Settings, parse_duration, target_names
 
 
@@ -62,6 +62,12 @@ def main() -> int:
                        help="2 s runs for a smoke test (env BENCH_QUICK=1)")
         p.add_argument("--peers", action="store_true", default=default or False,
                        help="add LiteLLM proxy (env PEERS=1)")
+    prof = sub.add_parser("profile", help="py-spy samples of one target under wrk load")
+    prof.add_argument("--target", default="gateway")
+    prof.add_argument("--seconds", type=int, default=15)
+    prof.add_argument("--stream", action="store_true", help="load with streams instead of JSON")
+    prof.add_argument("--top", type=int, default=40)
+    prof.add_argument("--cpu", action="store_true", help="no sampling: CPU microseconds per request only")
     mem.add_argument("--targets", default=os.environ.get("BENCH_MEMORY_TARGETS", "floor,gateway"))
     mem.add_argument("--streams", default=os.environ.get("BENCH_STREAMS", "1000,10000"))
     mem.add_argument("--soak", default=os.environ.get("BENCH_SOAK", "0"), help="seconds of soak; 0 = none")
@@ -69,6 +75,10 @@ def main() -> int:
     mem.add_argument("--interval", type=int, default=int(os.environ.get("BENCH_SOAK_INTERVAL", "10")))
     args = parser.parse_args()
     _need_tools()
+    if args.command == "profile":
+        if args.cpu:
+            return profile.cpu_per_request(args.target, args.seconds, args.stream)
+        return profile.run(args.target, args.seconds, args.stream, args.top)
     return cmd_memory(args) if args.command == "memory" else cmd_run(args)
 
 

@@ -1,0 +1,137 @@
+"""Where a target's CPU goes under load: wrk drives it while py-spy samples it.
+
+``python -m bench profile --target gateway-redis --seconds 15 [--stream]`` starts the static
+upstream and the target as ``make bench`` does, loads it with wrk at c32, and prints the
+functions with the most samples, by self time and inclusive time. The raw collapsed stacks are
+kept (``bench/results/profile-<target>.txt``) for a flame graph.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from bench import nginx, wrk
+from bench.payloads import JSON_BODY, STREAM_BODY
+from bench.procs import free_port, raise_nofile
+from bench.settings import Settings
+from bench.targets import TARGETS, Context, probe
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _py_spy() -> str:
+    beside = Path(sys.executable).parent / "py-spy"
+    found = str(beside) if beside.exists() else shutil.which("py-spy")
+    if not found:
+        raise SystemExit("py-spy is missing: `pip install py-spy` in the venv")
+    return found
+
+
+def summarise(collapsed: str, top: int) -> str:
+    """Self and inclusive sample counts per function from py-spy's collapsed stacks."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [_short(f) for f in stack.split(";")]
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    if not total:
+        return "no samples"
+
+    def table(title: str, counts: Counter[str]) -> list[str]:
+        rows = [f"## {title} ({total} samples)", "", "| % | function |", "| ---: | --- |"]
+        rows += [f"| {100 * n / total:.1f} | `{name}` |" for name, n in counts.most_common(top)]
+        return [*rows, ""]
+
+    return "\n".join(table("self", own) + table("inclusive", inclusive))
+
+
+def _short(frame: str) -> str:
+    # py-spy frames read "function (path/to/file.py:line)"; keep the file's last two parts.
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    return f"{name} ({'/'.join(Path(path).parts[-2:])})"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU of a process and its children that were waited for (workers)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+    return (utime + stime + cutime + cstime) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_request(target_name: str, seconds: int, stream: bool) -> int:
+    """CPU microseconds the target spends per request under c32 load: steadier than req/s on a
+    shared 2-core box, because it does not depend on how the cores are split with wrk and nginx."""
+    raise_nofile(65536)
+    settings = Settings.from_env()
+    with tempfile.TemporaryDirectory(prefix="llm-gateway-cpu-") as tmp_name:
+        tmp = Path(tmp_name)
+        upstream_port = free_port()
+        upstream = nginx.start(tmp, "upstream", nginx.upstream_conf(tmp, upstream_port, 1), upstream_port)
+        target = TARGETS[target_name]()
+        try:
+            endpoint = target.start(Context(tmp, upstream_port))
+            probe(endpoint)
+            path, body = (endpoint.stream_path, STREAM_BODY) if stream else (endpoint.json_path, JSON_BODY)
+            pid = target.procs[-1].pid
+            warm = wrk.Load(endpoint.url(path), body, endpoint.headers, settings.connections, settings.threads, 2)
+            wrk.run(warm, tmp, "warm")
+            load = wrk.Load(endpoint.url(path), body, endpoint.headers, settings.connections,
+                            settings.threads, seconds)
+            before = cpu_seconds(pid)
+            result = wrk.run(load, tmp, f"{target_name}-cpu")
+            used = cpu_seconds(pid) - before
+        finally:
+            target.stop()
+            upstream.stop()
+    print(f"{target_name}{' stream' if stream else ''}: {result.rps:,.0f} req/s, "
+          f"{1e6 * used / max(1, result.requests):.0f} CPU us per request ({used:.2f} s CPU)")
+    return 0
+
+
+def run(target_name: str, seconds: int, stream: bool, top: int) -> int:
+    raise_nofile(65536)
+    settings = Settings.from_env()
+    spy = _py_spy()
+    with tempfile.TemporaryDirectory(prefix="llm-gateway-profile-") as tmp_name:
+        tmp = Path(tmp_name)
+        upstream_port = free_port()
+        upstream = nginx.start(tmp, "upstream", nginx.upstream_conf(tmp, upstream_port, 1), upstream_port)
+        target = TARGETS[target_name]()
+        try:
+            endpoint = target.start(Context(tmp, upstream_port))
+            probe(endpoint)
+            path, body = (endpoint.stream_path, STREAM_BODY) if stream else (endpoint.json_path, JSON_BODY)
+            load = wrk.Load(endpoint.url(path), body, endpoint.headers, settings.connections,
+                            settings.threads, seconds + 2)
+            pid = target.procs[-1].pid
+            driver = wrk.start(load, tmp, f"{target_name}-profile")
+            out = tmp / "profile.txt"
+            subprocess.run([spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250",
+                            "--format", "raw", "--output", str(out), "--nonblocking"],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            result = wrk.finish(driver, seconds + 30)
+            collapsed = out.read_text()
+        finally:
+            target.stop()
+            upstream.stop()
+    RESULTS.mkdir(exist_ok=True)
+    kept = RESULTS / f"profile-{target_name}{'-stream' if stream else ''}.txt"
+    kept.write_text(collapsed)
+    print(f"# {target_name}: {result.rps:,.0f} req/s under py-spy (sampling slows it), stacks in {kept}\n")
+    print(summarise(collapsed, top))
+    return 0
