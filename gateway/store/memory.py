@@ -8,7 +8,7 @@ in Redis.
 from __future__ import annotations
 
 import bisect
-import os
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -88,6 +88,8 @@ class MemoryStore(Store):
         self._values: dict[str, tuple[str, int]] = {}
         self._sweep_at = 1024
         self._calendar = buckets(0)
+        #: Reservation ids: unique within this store, which is all a process-local log needs.
+        self._members = itertools.count(1)
 
     def _buckets(self, now_ms: int) -> Buckets:
         # Computed once a day, not once per request.
@@ -121,7 +123,7 @@ class MemoryStore(Store):
             waits.append((PER_MONTH, cal.month_end_ms - now if tokens <= limits.tokens_per_month else None))
         reservation = None
         if not waits:
-            member = os.urandom(8).hex()
+            member = f"{next(self._members):x}"
             s.add(now, member, tokens)
             if tokens:
                 if cal.day not in s.days:  # a new day: older buckets may now be out of reach

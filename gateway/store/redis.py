@@ -8,6 +8,7 @@ or frozen server costs at most one timeout per back-off instead of one per reque
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
@@ -86,6 +87,10 @@ class RedisStore(Store):
         self._discovered = not isinstance(self._client, RedisCluster)
         self._discovering = asyncio.Lock()
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+        # Reservation ids must not collide across replicas: a random prefix per store, then a
+        # counter (no random bytes to read per admission).
+        self._member_prefix = os.urandom(6).hex()
+        self._members = itertools.count(1)
 
     async def _discover(self) -> None:
         async with self._discovering:
@@ -143,7 +148,7 @@ class RedisStore(Store):
         window_ms: int = MINUTE_MS,
         now_ms: int | None = None,
     ) -> Decision:
-        member = os.urandom(8).hex()
+        member = f"{self._member_prefix}{next(self._members):x}"
         args: list[str | int] = [
             "admit", member, tokens, window_ms, now_ms or 0,
             limits.rpm or 0, limits.tpm or 0, limits.tokens_per_day or 0, limits.tokens_per_month or 0,
