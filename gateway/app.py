@@ -14,7 +14,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway.catalog import get_model, list_models, model_info
 from gateway.config import Config
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
-from gateway.hardening import strict_framing
 from gateway.metrics import Metrics
 from gateway.pipeline import Generation, Pipeline, request_id_of
 from gateway.plugin import Plugin
@@ -86,7 +85,7 @@ CATALOG_ROUTES: tuple[tuple[str, Dialect, CatalogHandler], ...] = (
 def build_app(config: Config, plugin_factory: PluginFactory | None = None) -> web.Application:
     runtime = Runtime(config, plugin_factory)
     # Body size is enforced by the pipeline per config generation; this is only aiohttp's own cap.
-    app = web.Application(client_max_size=config.server.max_body_bytes + 1, middlewares=[strict_framing])
+    app = web.Application(client_max_size=config.server.max_body_bytes + 1)
     app[RUNTIME] = runtime
     app.cleanup_ctx.append(_pipeline_ctx)
     if config.metrics.port is not None:

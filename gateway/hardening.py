@@ -15,14 +15,15 @@ What aiohttp does not do, and this module adds:
   that opens a connection, or starts a new request on a kept-alive one, must finish its headers
   within ``server.header_timeout_s``; otherwise it gets 408 and the connection is closed. The body
   has its own deadline in the pipeline (``server.body_timeout_s``);
-- ``strict_framing``: Transfer-Encoding must be exactly ``chunked``. Both parsers accept
+- ``strictly_framed``: Transfer-Encoding must be exactly ``chunked``. Both parsers accept
   ``gzip, chunked`` (and pass the body on undecoded), and the pure-Python one also accepts
   ``chunked, chunked``; a proxy in front may frame such a request differently, so it is refused.
 
 The seam: ``listen`` creates the listening socket itself with a protocol factory that builds
 ``HeaderDeadlineHandler`` (a ``web.RequestHandler``) for the runner's ``web.Server``, exactly as
-``web.Server.__call__`` would build a plain one. The handler reads three of aiohttp's private
-attributes (``_messages``, ``_waiter``, ``_request_in_progress``); ``tests/test_hardening.py``
+``web.Server.__call__`` would build a plain one, and wraps the app's request handler with
+``strictly_framed``. The handler uses four of aiohttp's private attributes (``_messages``,
+``_waiter``, ``_request_in_progress``, ``_request_handler``); ``tests/test_hardening.py``
 drives it with raw sockets so an aiohttp upgrade that changes them fails loudly.
 """
 
@@ -52,27 +53,39 @@ def handler_settings(server: ServerConfig) -> dict[str, Any]:
     }
 
 
-@web.middleware
-async def strict_framing(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """400, and the connection closed, unless Transfer-Encoding is absent or exactly ``chunked``."""
-    codings = request.headers.getall(hdrs.TRANSFER_ENCODING, ())
-    if codings and (len(codings) > 1 or codings[0].strip().lower() != "chunked"):
-        response = web.json_response(
-            {
-                "error": {
-                    "message": "Transfer-Encoding must be exactly 'chunked'.",
-                    "type": "invalid_request_error",
-                    "param": None,
-                    "code": "invalid_transfer_encoding",
-                }
-            },
-            status=400,
-        )
-        response.force_close()  # whatever follows on this connection is not to be trusted
-        return response
-    return await handler(request)
+RequestHandlerFn = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+def strictly_framed(handler: RequestHandlerFn) -> RequestHandlerFn:
+    """``handler``, except that a request whose Transfer-Encoding is present and not exactly
+    ``chunked`` gets 400 and a closed connection. A plain function returning the awaitable: no
+    coroutine frame (or aiohttp middleware chain) is added to every request."""
+
+    def handle(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
+        headers = request.headers
+        if hdrs.TRANSFER_ENCODING in headers:
+            codings = headers.getall(hdrs.TRANSFER_ENCODING)
+            if len(codings) > 1 or codings[0].strip().lower() != "chunked":
+                return _misframed()
+        return handler(request)
+
+    return handle
+
+
+async def _misframed() -> web.StreamResponse:
+    response = web.json_response(
+        {
+            "error": {
+                "message": "Transfer-Encoding must be exactly 'chunked'.",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "invalid_transfer_encoding",
+            }
+        },
+        status=400,
+    )
+    response.force_close()  # whatever follows on this connection is not to be trusted
+    return response
 
 
 class HeaderDeadlineHandler(web.RequestHandler):
@@ -82,6 +95,8 @@ class HeaderDeadlineHandler(web.RequestHandler):
 
     def __init__(self, manager: web.Server, *, header_timeout_s: float, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
+        assert self._request_handler is not None
+        self._request_handler = strictly_framed(self._request_handler)
         self._header_deadline = header_timeout_s
         self._header_timer: asyncio.TimerHandle | None = None
 
