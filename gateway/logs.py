@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import functools
 import logging
 import os
 import sys
 import time
+from select import PIPE_BUF
 from typing import Any, TextIO
 
 import orjson
@@ -26,6 +29,7 @@ def configure(level: LogLevel = "info", fmt: LogFormat = "json", file: TextIO | 
         else structlog.processors.JSONRenderer(serializer=_dumps_line)
     )
     pid = os.getpid()
+    writer = _LineWriter(out)  # one for every logger: lines keep their order in a shared batch
 
     def add_pid(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
         # Which process wrote the line: with several workers, one stdout carries all of them.
@@ -43,7 +47,7 @@ def configure(level: LogLevel = "info", fmt: LogFormat = "json", file: TextIO | 
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         # One write() per line (PrintLogger's print() makes two under PYTHONUNBUFFERED): workers share
         # one stdout, and a line written whole (under PIPE_BUF) never interleaves with another's.
-        logger_factory=lambda *_: _LineWriter(out),
+        logger_factory=lambda *_: writer,
         cache_logger_on_first_use=True,
     )
 
@@ -68,8 +72,13 @@ def _dumps_line(obj: Any, **kwargs: Any) -> bytes:
 
 
 class _LineWriter:
-    """Writes each line with one ``os.write`` on the file's descriptor: no Python-level buffer to
-    flush, and a line written whole (under PIPE_BUF) never interleaves with another worker's."""
+    """Writes lines with ``os.write`` on the file's descriptor: no Python-level buffer to flush.
+
+    The lines logged during one event-loop tick go out in a single write (the access log costs
+    a syscall per tick, not per request), in batches of at most ``PIPE_BUF`` bytes: a write that
+    size is atomic on a pipe, so workers sharing one stdout never interleave inside a line.
+    Outside a running loop, each line is written at once.
+    """
 
     def __init__(self, file: TextIO) -> None:
         self._file = file
@@ -79,6 +88,11 @@ class _LineWriter:
             self._fd = None
         if self._fd is not None:
             file.flush()  # anything printed before must come first
+        self._batch: list[bytes] = []
+        self._size = 0
+        #: The loop a flush is scheduled on, while one is.
+        self._flush_on: asyncio.AbstractEventLoop | None = None
+        atexit.register(self._write_batch)
 
     def msg(self, message: str | bytes) -> None:
         line = message if isinstance(message, bytes) else (message + "\n").encode()
@@ -86,7 +100,37 @@ class _LineWriter:
             self._file.write(line.decode())
             self._file.flush()
             return
-        view = memoryview(line)
+        if self._flush_on is not None and not self._flush_on.is_closed():
+            if self._size + len(line) > PIPE_BUF:
+                self._write_batch()
+            self._batch.append(line)
+            self._size += len(line)
+            return
+        self._write_batch()  # left by a loop that closed before its flush ran
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._write(line)
+            return
+        self._batch.append(line)
+        self._size = len(line)
+        self._flush_on = loop
+        loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_on = None
+        self._write_batch()
+
+    def _write_batch(self) -> None:
+        if self._batch:
+            data = b"".join(self._batch)
+            self._batch.clear()
+            self._size = 0
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view) :]
 
