@@ -99,15 +99,21 @@ class RedisStore(Store):
                 await self._client.initialize()
                 self._discovered = True
 
-    async def _call(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, what: str, operation: Callable[[], Awaitable[T]], *, pooled: bool = True) -> T:
+        """``operation`` within the deadline, behind the breaker, its errors as ``StoreError``.
+        ``pooled``: it takes one of redis-py's pooled connections, so it waits for a slot."""
         if not self._breaker.allow():
             raise self._failed(StoreError(f"store skipped ({what}): it failed recently, probing again soon"))
         try:
             # Waiting for a slot counts against the deadline: an overloaded store is a slow one.
-            async with asyncio.timeout(self._timeout_s), self._in_flight:
+            async with asyncio.timeout(self._timeout_s):
                 if not self._discovered:
                     await self._discover()
-                result = await operation()
+                if pooled:
+                    async with self._in_flight:
+                        result = await operation()
+                else:
+                    result = await operation()
         except asyncio.CancelledError:
             self._breaker.abandoned()
             raise
@@ -129,7 +135,8 @@ class RedisStore(Store):
             if err.code not in ("MOVED", "ASK"):
                 raise
         # A slot moved: redis-py follows the redirect and refreshes the slot map the next call reads.
-        return await self._window(keys=keys, args=argv)
+        async with self._in_flight:
+            return await self._window(keys=keys, args=argv)
 
     async def _connection(self, key: str) -> PipelinedConnection:
         if isinstance(self._client, RedisCluster):
@@ -153,7 +160,7 @@ class RedisStore(Store):
             "admit", member, tokens, window_ms, now_ms or 0,
             limits.rpm or 0, limits.tpm or 0, limits.tokens_per_day or 0, limits.tokens_per_month or 0,
         ]  # fmt: skip
-        reply = await self._call("admit", lambda: self._run(scope, args))
+        reply = await self._call("admit", lambda: self._run(scope, args), pooled=False)
         admitted, refused_by, wait, now = int(reply[0]), _text(reply[1]), int(reply[2]), int(reply[3])
         state = _counters(limits, reply)
         if admitted:
@@ -165,13 +172,13 @@ class RedisStore(Store):
     async def reconcile(self, scope: str, reservation: Reservation, actual_tokens: int) -> None:
         r = reservation
         args: list[str | int] = ["reconcile", r.member, r.tokens, actual_tokens, r.at_ms]
-        await self._call("reconcile", lambda: self._run(scope, args))
+        await self._call("reconcile", lambda: self._run(scope, args), pooled=False)
 
     async def read_usage(
         self, scope: str, limits: Limits, *, window_ms: int = MINUTE_MS, now_ms: int | None = None
     ) -> tuple[Counter, ...]:
         args: list[str | int] = ["peek", "", 0, window_ms, now_ms or 0, 0, 0, 0, 0]
-        return _counters(limits, await self._call("read", lambda: self._run(scope, args)))
+        return _counters(limits, await self._call("read", lambda: self._run(scope, args), pooled=False))
 
     async def get(self, key: str) -> str | None:
         value = await self._call("get", lambda: self._client.get(key))

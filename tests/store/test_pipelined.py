@@ -21,7 +21,7 @@ def cli(server: RedisServer, *args: str) -> str:
 
 
 def test_commands_are_resp_arrays_of_bulk_strings() -> None:
-    assert encode(["SET", "clé", 42, b"\x00\r\n"]) == (
+    assert encode(("SET", "clé", 42, b"\x00\r\n")) == (
         b"*4\r\n$3\r\nSET\r\n$4\r\ncl\xc3\xa9\r\n$2\r\n42\r\n$3\r\n\x00\r\n\r\n"
     )
 
