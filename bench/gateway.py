@@ -61,10 +61,14 @@ def start(tmp: Path, name: str, cfg: dict[str, Any], timeout: float = 30.0) -> P
     workers = str(cfg["server"]["workers"])
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    # Access logs go to a file, as in production; multiprocess metrics need a private directory.
-    metrics_dir = tmp / f"{name}-metrics"
-    metrics_dir.mkdir(exist_ok=True)
-    proc = spawn(name, command(path, port, workers), tmp / f"{name}.log",
-                 env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+    # Access logs go to a file, as in production. Workers share metrics through files in a private
+    # directory (the supervisor would make one; this one is removed with the run's tmp). One worker
+    # keeps its metrics in memory, as `gateway run` does in production.
+    env = {}
+    if workers != "1":
+        metrics_dir = tmp / f"{name}-metrics"
+        metrics_dir.mkdir(exist_ok=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    proc = spawn(name, command(path, port, workers), tmp / f"{name}.log", env=env)
     wait_port(proc, port, timeout)
     return proc
