@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from gateway.config import Limits
 from gateway.errors import StoreError
@@ -62,6 +63,9 @@ class Decision:
 
 
 class Store(ABC):
+    #: Whether a call is a network round trip (worth not making a client wait for).
+    remote: ClassVar[bool] = False
+
     def __init__(self) -> None:
         #: Failed calls since start (``gateway_store_errors_total``).
         self.errors = 0

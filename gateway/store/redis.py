@@ -70,6 +70,8 @@ def connect(url: str, timeout_s: float) -> redis.Redis | RedisCluster:
 
 
 class RedisStore(Store):
+    remote = True
+
     def __init__(self, config: StoreConfig, *, breaker: CircuitBreaker | None = None) -> None:
         super().__init__()
         self._timeout_s = config.timeout_ms / 1000

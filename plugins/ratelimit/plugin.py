@@ -8,6 +8,7 @@ exchange's own config, so a reload applies to the next request.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
 
@@ -45,6 +46,16 @@ class RateLimitPlugin(Plugin):
         self.store = store
         self.window_ms = window_ms
         self._on_usage = on_usage
+        #: Reconciliations still in flight, awaited by ``close`` so a drain loses none.
+        self._reconciling: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        await self.reconciled()
+
+    async def reconciled(self) -> None:
+        """Wait for the reconciliations in flight (a Redis store's run after the response)."""
+        if self._reconciling:
+            await asyncio.gather(*self._reconciling, return_exceptions=True)
 
     async def admit(self, exchange: Exchange) -> None:
         team = exchange.team
@@ -81,9 +92,19 @@ class RateLimitPlugin(Plugin):
         actual = exchange.usage.total if exchange.usage is not None else 0
         if actual == reservation.tokens:
             return
+        if not self.store.remote:
+            await self._reconcile(exchange.team.name, reservation, actual)
+            return
+        # A round trip the request need not wait for: its connection can serve the next request
+        # meanwhile (aiohttp handles a keep-alive connection's requests one after another).
+        task = asyncio.ensure_future(self._reconcile(exchange.team.name, reservation, actual))
+        self._reconciling.add(task)
+        task.add_done_callback(self._reconciling.discard)
+
+    async def _reconcile(self, team: str, reservation: Reservation, actual: int) -> None:
         # A failure is counted by the store; the reservation then stands until it leaves the window.
         with contextlib.suppress(StoreError):
-            await self.store.reconcile(exchange.team.name, reservation, actual)
+            await self.store.reconcile(team, reservation, actual)
 
 
 def refusal(team: Team, decision: Decision, tokens: int, window_ms: int) -> RateLimited:

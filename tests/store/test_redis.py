@@ -24,7 +24,7 @@ async def test_the_script_is_reloaded_after_script_flush(redis_server: RedisServ
 
 
 async def test_cluster_keys_of_a_team_share_one_slot(redis_cluster: RedisClusterServers) -> None:
-    store = open_store(StoreConfig(url=redis_cluster.url))
+    store = open_store(StoreConfig(url=redis_cluster.url, timeout_ms=1000))  # first call: discovery and connects
     try:
         for team in ("research", "search", "ads", "a}b{c"):  # any name, even with braces
             assert (await store.admit(team, Limits(rpm=5, tokens_per_day=100, tokens_per_month=100), 1)).admitted

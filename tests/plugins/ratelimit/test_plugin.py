@@ -96,6 +96,7 @@ async def test_completion_replaces_the_reservation_and_releases_unserved_ones(st
     served.usage = Usage(prompt_tokens=90, completion_tokens=210)
     await plugin.completed(served)
     await plugin.completed(unserved)  # usage None: nothing was served
+    await plugin.reconciled()  # on Redis they run after the response, off the request's path
     usage = {c.name: c.used for c in await store.read_usage(team, config.teams[team].limits)}
     assert usage == {"rpm": 2, "tpm": 300, "tokens_per_day": 300}
 
@@ -194,6 +195,7 @@ async def test_tokens_admitted_never_exceed_tpm_and_the_counter_ends_exact(store
         await asyncio.gather(*(request() for _ in range(40)))
         assert sum(used) <= tpm
     assert store.errors == 0  # every admission was decided by the store, none failed open
+    await plugin.reconciled()
     [counter] = await store.read_usage(team, config.teams[team].limits)
     assert counter.used == sum(used)
     assert len(used) > tpm // 300  # reconciliation really gave capacity back
