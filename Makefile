@@ -54,7 +54,7 @@ check: lint typecheck test
 
 # The benchmark (BENCHMARKS.md): wrk drives it and nginx serves the upstream and the proxy hop.
 # PEERS=1 adds LiteLLM; BENCH_QUICK=1 is a 2 s smoke run; BENCH_TARGETS=all adds every gateway variant.
-.PHONY: bench-tools bench-memory
+.PHONY: bench-tools bench-memory profile
 bench-tools:
 	@missing=""; \
 	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
@@ -77,6 +77,12 @@ bench: $(STAMP) bench-tools
 # RSS with 1,000 and 10,000 idle streams; BENCH_SOAK=600 adds a 10-minute soak.
 bench-memory: $(STAMP) bench-tools
 	$(BIN)/python -m bench memory
+
+# Where a target's CPU goes: py-spy samples under wrk load (PROFILE_TARGET=gateway-redis, PROFILE_ARGS=--stream or --cpu).
+profile: $(STAMP) bench-tools
+	@$(BIN)/python -c 'import shutil, sys; sys.exit(0 if shutil.which("py-spy", path="$(BIN)") else 1)' || \
+	  $(BIN)/python -m pip install -q py-spy
+	$(BIN)/python -m bench profile --target $(or $(PROFILE_TARGET),gateway) $(PROFILE_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache

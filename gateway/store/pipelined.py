@@ -133,12 +133,16 @@ class Endpoint:
             if (query.get("ssl_cert_reqs") or [""])[0].lower() in {"none", "cert_none"}:
                 tls.check_hostname = False
                 tls.verify_mode = ssl.CERT_NONE
+        # As redis-py reads them: the query's username, password and db win over the URL's own.
+        username = (query.get("username") or [unquote(parts.username or "")])[0]
+        password = (query.get("password") or [unquote(parts.password or "")])[0]
+        db = (query.get("db") or [path])[0] or "0"
         return cls(
             host=parts.hostname or "localhost",
             port=parts.port or 6379,
-            db=int(path) if path.isdigit() else 0,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
+            db=int(db) if db.isdigit() else 0,
+            username=username or None,
+            password=password or None,
             tls=tls,
         )
 

@@ -99,6 +99,12 @@ async def test_user_password_and_database_come_from_the_url(disposable_redis: Re
         assert cli(disposable_redis, "-n", "0", "GET", "where") == ""
     finally:
         connections.close()
+    # The same settings in the query string, as redis-py also reads them.
+    query = Connections(Endpoint.from_url(f"redis://127.0.0.1:{port}?username=gateway&password=s3cret&db=3"))
+    try:
+        assert await (await query.get()).call("GET", "where") == b"db3"
+    finally:
+        query.close()
     wrong = Connections(Endpoint.from_url(f"redis://gateway:wrong@127.0.0.1:{port}/0"))
     with pytest.raises(ReplyError, match="WRONGPASS"):
         await wrong.get()
