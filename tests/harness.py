@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -146,6 +148,20 @@ async def scrape(url: str) -> str:
     async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as resp:
         assert resp.status == 200, await resp.text()
         return await resp.text()
+
+
+async def scrape_settled(url: str, settled: Callable[[str], bool], timeout_s: float = 5.0) -> str:
+    """A scrape once ``settled`` holds for it, or the last one after ``timeout_s``.
+
+    A request's series are written after its last byte went out, so a client that scrapes at
+    once can be a moment ahead of them (across processes, with no ordering to rely on).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = await scrape(url)
+        if settled(text) or time.monotonic() > deadline:
+            return text
+        await asyncio.sleep(0.02)
 
 
 def samples(text: str, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:

@@ -14,12 +14,13 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import aiohttp
 
 from gateway.metrics import worker_exited
-from tests.harness import TEAM_KEY, Served, free_port, matrix_config, scrape, sim_fault, total
+from tests.harness import TEAM_KEY, Served, free_port, matrix_config, scrape, scrape_settled, sim_fault, total
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,6 +62,10 @@ async def until_ready(url: str) -> None:
             await asyncio.sleep(0.1)
 
 
+def _recorded(text: str, count: int) -> bool:
+    return total(text, "gateway_request_duration_seconds_count", deployment="dep-openai") == count
+
+
 async def test_a_scrape_of_either_process_sums_both(sim: Served, tmp_path: Path) -> None:
     directory = tmp_path / "prometheus"
     directory.mkdir()
@@ -74,8 +79,9 @@ async def test_a_scrape_of_either_process_sums_both(sim: Served, tmp_path: Path)
             for url in (first_url, second_url):
                 async with session.post(f"{url}/v1/chat/completions", json=body, headers=auth) as resp:
                     assert resp.status == 200
+            both_recorded = partial(_recorded, count=2)
             for url in (first_url, second_url):
-                text = await scrape(url)
+                text = await scrape_settled(url, both_recorded)
                 assert total(text, "gateway_requests_total", status="200") == 2
                 assert total(text, "gateway_tokens_total", kind="completion", source="reported") == 10
                 assert total(text, "gateway_request_duration_seconds_count", deployment="dep-openai") == 2
