@@ -14,6 +14,9 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench import nginx, wrk
@@ -73,40 +76,26 @@ def cpu_seconds(pid: int) -> float:
     return (utime + stime + cutime + cstime) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_per_request(target_name: str, seconds: int, stream: bool) -> int:
-    """CPU microseconds the target spends per request under c32 load: steadier than req/s on a
-    shared 2-core box, because it does not depend on how the cores are split with wrk and nginx."""
-    raise_nofile(65536)
-    settings = Settings.from_env()
-    with tempfile.TemporaryDirectory(prefix="llm-gateway-cpu-") as tmp_name:
-        tmp = Path(tmp_name)
-        upstream_port = free_port()
-        upstream = nginx.start(tmp, "upstream", nginx.upstream_conf(tmp, upstream_port, 1), upstream_port)
-        target = TARGETS[target_name]()
-        try:
-            endpoint = target.start(Context(tmp, upstream_port))
-            probe(endpoint)
-            path, body = (endpoint.stream_path, STREAM_BODY) if stream else (endpoint.json_path, JSON_BODY)
-            pid = target.procs[-1].pid
-            warm = wrk.Load(endpoint.url(path), body, endpoint.headers, settings.connections, settings.threads, 2)
-            wrk.run(warm, tmp, "warm")
-            load = wrk.Load(endpoint.url(path), body, endpoint.headers, settings.connections,
-                            settings.threads, seconds)
-            before = cpu_seconds(pid)
-            result = wrk.run(load, tmp, f"{target_name}-cpu")
-            used = cpu_seconds(pid) - before
-        finally:
-            target.stop()
-            upstream.stop()
-    print(f"{target_name}{' stream' if stream else ''}: {result.rps:,.0f} req/s, "
-          f"{1e6 * used / max(1, result.requests):.0f} CPU us per request ({used:.2f} s CPU)")
-    return 0
+@dataclass
+class Loaded:
+    """A started target with the upstream behind it, and how to load it."""
+
+    tmp: Path
+    pid: int
+    settings: Settings
+    url: str
+    body: bytes
+    headers: Mapping[str, str]
+
+    def load(self, seconds: int) -> wrk.Load:
+        s = self.settings
+        return wrk.Load(self.url, self.body, self.headers, s.connections, s.threads, seconds)
 
 
-def run(target_name: str, seconds: int, stream: bool, top: int) -> int:
+@contextmanager
+def started(target_name: str, stream: bool) -> Iterator[Loaded]:
+    """The static upstream and the target, as ``make bench`` starts them; stopped on exit."""
     raise_nofile(65536)
-    settings = Settings.from_env()
-    spy = _py_spy()
     with tempfile.TemporaryDirectory(prefix="llm-gateway-profile-") as tmp_name:
         tmp = Path(tmp_name)
         upstream_port = free_port()
@@ -116,19 +105,35 @@ def run(target_name: str, seconds: int, stream: bool, top: int) -> int:
             endpoint = target.start(Context(tmp, upstream_port))
             probe(endpoint)
             path, body = (endpoint.stream_path, STREAM_BODY) if stream else (endpoint.json_path, JSON_BODY)
-            load = wrk.Load(endpoint.url(path), body, endpoint.headers, settings.connections,
-                            settings.threads, seconds + 2)
-            pid = target.procs[-1].pid
-            driver = wrk.start(load, tmp, f"{target_name}-profile")
-            out = tmp / "profile.txt"
-            subprocess.run([spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250",
-                            "--format", "raw", "--output", str(out), "--nonblocking"],
-                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            result = wrk.finish(driver, seconds + 30)
-            collapsed = out.read_text()
+            yield Loaded(tmp, target.procs[-1].pid, Settings.from_env(), endpoint.url(path), body, endpoint.headers)
         finally:
             target.stop()
             upstream.stop()
+
+
+def cpu_per_request(target_name: str, seconds: int, stream: bool) -> int:
+    """CPU microseconds the target spends per request under c32 load: steadier than req/s on a
+    shared 2-core box, because it does not depend on how the cores are split with wrk and nginx."""
+    with started(target_name, stream) as t:
+        wrk.run(t.load(2), t.tmp, "warm")
+        before = cpu_seconds(t.pid)
+        result = wrk.run(t.load(seconds), t.tmp, f"{target_name}-cpu")
+        used = cpu_seconds(t.pid) - before
+    print(f"{target_name}{' stream' if stream else ''}: {result.rps:,.0f} req/s, "
+          f"{1e6 * used / max(1, result.requests):.0f} CPU us per request ({used:.2f} s CPU)")
+    return 0
+
+
+def run(target_name: str, seconds: int, stream: bool, top: int) -> int:
+    spy = _py_spy()
+    with started(target_name, stream) as t:
+        driver = wrk.start(t.load(seconds + 2), t.tmp, f"{target_name}-profile")
+        out = t.tmp / "profile.txt"
+        subprocess.run([spy, "record", "--pid", str(t.pid), "--duration", str(seconds), "--rate", "250",
+                        "--format", "raw", "--output", str(out), "--nonblocking"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        result = wrk.finish(driver, seconds + 30)
+        collapsed = out.read_text()
     RESULTS.mkdir(exist_ok=True)
     kept = RESULTS / f"profile-{target_name}{'-stream' if stream else ''}.txt"
     kept.write_text(collapsed)
