@@ -119,6 +119,9 @@ class UpstreamClient:
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None),
             auto_decompress=True,
+            # One session serves every team: a cookie a deployment's load balancer sets must not
+            # ride along on another team's request (and filtering a jar costs every request).
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         return cls(session)
 
