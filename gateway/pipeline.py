@@ -214,7 +214,11 @@ class Pipeline:
                     last = failure
                     continue
                 raise failure
-            await self._attempted(ex, gen, attempt)
+            try:
+                await self._attempted(ex, gen, attempt)
+            except BaseException:
+                response.close()  # never relayed: its connection must not stay open
+                raise
             if ex.stream and response.headers.get("Content-Type", "").startswith("text/event-stream"):
                 return await self._relay_stream(ex, response, outbound.stream_plan)
             return await self._relay_json(ex, response)
