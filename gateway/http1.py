@@ -92,6 +92,7 @@ class Response:
         "_size",
         "_waiter",
         "_watchdog",
+        "_whole",
         "connection",
         "headers",
         "idle_s",
@@ -111,6 +112,8 @@ class Response:
         self._eof = False
         self._error: BaseException | None = None
         self._paused = False
+        #: The reader wants the whole body (``read``): flow control would only stall it.
+        self._whole = False
         self._decoder: zlib._Decompress | None = None
         self._headers_waiter: asyncio.Future[None] = loop.create_future()
         self._waiter: asyncio.Future[None] | None = None
@@ -134,6 +137,10 @@ class Response:
 
     async def read(self) -> bytes:
         """The whole body; at most ``idle_s`` may pass without a byte arriving."""
+        self._whole = True
+        if self._paused:
+            self._paused = False
+            self.connection.resume_reading()
         while not self._eof:
             await self._wait()
         data = b"".join(self._buffer) if len(self._buffer) != 1 else self._buffer[0]
@@ -209,7 +216,7 @@ class Response:
                 return
         self._buffer.append(data)
         self._size += len(data)
-        if self._size > HIGH_WATER and not self._paused:
+        if self._size > HIGH_WATER and not self._paused and not self._whole:
             self._paused = True
             self.connection.pause_reading()
         self._wake()
@@ -312,7 +319,7 @@ class Connection(asyncio.Protocol):
         response = self.response
         if response is None:
             return
-        if self._until_close and response.status:
+        if self._until_close and response.status and exc is None:  # a clean close ends the body
             response.finish()
         else:
             response.fail(exc or ConnectionResetError("the upstream closed the connection"))

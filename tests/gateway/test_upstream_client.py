@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import socket
 import ssl
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -303,3 +305,34 @@ async def test_tls_upstreams_are_verified(monkeypatch: pytest.MonkeyPatch, tmp_p
         assert (status, orjson.loads(body)) == (200, COMPLETION)
     finally:
         await runner.cleanup()
+
+
+async def test_a_json_answer_larger_than_the_read_buffer_arrives_whole() -> None:
+    """Embeddings answers run to megabytes; reading one whole must not stall on flow control."""
+    big = orjson.dumps({**COMPLETION, "padding": "x" * (5 * 1024 * 1024)})
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(big))
+        for i in range(0, len(big), 65536):
+            writer.write(big[i : i + 65536])
+            await writer.drain()
+        await reader.read()
+
+    async with RawUpstream(answer) as upstream, gateway(config(upstream.url)) as gw:
+        assert await asyncio.wait_for(post(gw.url), 10) == (200, big)
+
+
+async def test_a_reset_cuts_a_close_delimited_body_short_and_is_a_502() -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" + BODY[:20])
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a RST
+        writer.transport.abort()
+
+    async with RawUpstream(answer) as upstream, gateway(config(upstream.url)) as gw:
+        status, body = await post(gw.url)
+    assert status == 502, body
