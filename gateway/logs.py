@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
-from structlog.typing import EventDict, WrappedLogger
+from structlog.typing import BindableLogger, EventDict, WrappedLogger
 
 from gateway.config import LogFormat, LogLevel
 
@@ -36,6 +36,11 @@ def configure(level: LogLevel = "info", fmt: LogFormat = "json", file: TextIO | 
         event["pid"] = pid
         return event
 
+    min_level = logging.getLevelNamesMapping()[level.upper()]
+    wrapper: type[BindableLogger] = structlog.make_filtering_bound_logger(min_level)
+    if fmt == "json" and min_level <= logging.INFO:
+        wrapper = _direct_info(wrapper, pid)
+
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
@@ -44,7 +49,7 @@ def configure(level: LogLevel = "info", fmt: LogFormat = "json", file: TextIO | 
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        wrapper_class=wrapper,
         # One write() per line (PrintLogger's print() makes two under PYTHONUNBUFFERED): workers share
         # one stdout, and a line written whole (under PIPE_BUF) never interleaves with another's.
         logger_factory=lambda *_: writer,
@@ -64,6 +69,25 @@ def _timestamp(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     second = int(now)
     event["timestamp"] = f"{_iso_second(second)}.{int((now - second) * 1_000_000):06d}Z"
     return event
+
+
+def _direct_info(base: type[BindableLogger], pid: int) -> type[BindableLogger]:
+    """``base`` whose ``info`` renders a plain event itself, with the keys, values and order the
+    processor chain in ``configure`` gives (event fields, ``event``, ``level``, ``pid``,
+    ``timestamp``), without the chain's calls and context copy. The access log's line per request
+    takes this path; a bound context, positional arguments or ``exc_info`` take the chain."""
+
+    class DirectInfo(base):  # type: ignore[misc, valid-type]
+        def info(self, event: str, *args: Any, **kw: Any) -> Any:
+            if args or self._context or "exc_info" in kw:
+                return super().info(event, *args, **kw)
+            kw["event"] = event
+            kw["level"] = "info"
+            kw["pid"] = pid
+            self._logger.msg(_dumps_line(_timestamp(None, "info", kw), default=repr))
+            return None
+
+    return DirectInfo
 
 
 def _dumps_line(obj: Any, **kwargs: Any) -> bytes:

@@ -134,3 +134,19 @@ def test_console_format_is_for_people() -> None:
         structlog.configure(**saved)
     text = out.getvalue()
     assert "status=503" in text and "status=200" not in text and not text.startswith("{")
+
+
+def test_a_plain_info_line_renders_as_the_processor_chain_would(log_file: Path) -> None:
+    """A context-free ``info`` is rendered directly (the access log's path); a bound one goes
+    through the processors. Apart from the time and the bound key, the lines are the same."""
+    log = structlog.get_logger("gateway.access")
+    fields: dict[str, Any] = {"request_id": "r1", "team": "t", "status": 200, "ttfb_ms": 1.5, "error": None}
+    log.info("request", **fields)
+    log.bind(chain=True).info("request", **fields)
+    log.info("request", odd=Path("/x"))  # not JSON-native: rendered as its repr, as the chain does
+    direct, chained, odd = (orjson.loads(line) for line in read_log(log_file).splitlines())
+    assert chained.pop("chain") is True
+    assert direct.pop("timestamp") and chained.pop("timestamp")
+    assert list(direct.items()) == list(chained.items())
+    assert list(direct) == [*fields, "event", "level", "pid"]
+    assert odd["odd"] == repr(Path("/x"))
