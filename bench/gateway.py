@@ -49,8 +49,12 @@ def config(
 
 
 def command(config_path: Path, port: int, workers: str = "1") -> list[str]:
-    cmd = [str(executable()), "run", "--config", str(config_path), "--port", str(port)]
-    return cmd if workers == "1" else [*cmd, "--workers", workers]
+    args = ["run", "--config", str(config_path), "--port", str(port)]
+    if workers != "1":
+        return [str(executable()), *args, "--workers", workers]
+    if without := os.environ.get("BENCH_WITHOUT"):  # a plugin's cost, by leaving it out (one worker)
+        return [sys.executable, "-m", "bench.without_plugins", without, *args]
+    return [str(executable()), *args]
 
 
 def start(tmp: Path, name: str, cfg: dict[str, Any], timeout: float = 30.0) -> Proc:
