@@ -1,9 +1,9 @@
 """The gateway's one exception tree.
 
 Every failure that reaches a client is a ``GatewayError``: it knows its HTTP status and what to
-tell the caller. Dialects render it into their own error shape. Third-party errors (aiohttp,
-redis) are translated into this tree at one boundary each (``gateway.upstream``, the store
-modules) with ``raise ... from exc``.
+tell the caller. Dialects render it into their own error shape. Errors from below (sockets,
+TLS and the HTTP parser on the upstream hop; redis) are translated into this tree at one boundary
+each (``gateway.upstream``, the store modules) with ``raise ... from exc``.
 """
 
 from __future__ import annotations
