@@ -396,7 +396,9 @@ class Pool:
         if self._closed or conn.closed or response is None or not response.keep_alive or not response.at_eof():
             conn.close()
             return
-        stack = self._idle.setdefault(conn.origin.key, [])
+        stack = self._idle.get(conn.origin.key)
+        if stack is None:
+            stack = self._idle[conn.origin.key] = []
         conn.idle_since = self.loop.time()
         stack.append(conn)
         # Amortised expiry: the oldest idle connection goes once it is past its keep-alive.

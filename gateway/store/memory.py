@@ -124,6 +124,14 @@ class MemoryStore(Store):
         self._sweep_at = 1024
         self._calendar = buckets(0)
 
+    def _scope(self, name: str) -> _Scope:
+        # Not setdefault(name, _Scope()): that would build (and drop) two arrays and two dicts
+        # on every admission.
+        s = self._scopes.get(name)
+        if s is None:
+            s = self._scopes[name] = _Scope()
+        return s
+
     def _buckets(self, now_ms: int) -> Buckets:
         # Computed once a day, not once per request.
         if not (self._calendar.day_end_ms - DAY_MS <= now_ms < self._calendar.day_end_ms):
@@ -140,7 +148,7 @@ class MemoryStore(Store):
         now_ms: int | None = None,
     ) -> Decision:
         now = self._clock() if now_ms is None else now_ms
-        s = self._scopes.setdefault(scope, _Scope())
+        s = self._scope(scope)
         s.trim(now, window_ms)
         cal = self._buckets(now)
         day, month = s.days.get(cal.day, 0), s.months.get(cal.month, 0)
@@ -185,7 +193,7 @@ class MemoryStore(Store):
         self, scope: str, limits: Limits, *, window_ms: int = MINUTE_MS, now_ms: int | None = None
     ) -> tuple[Counter, ...]:
         now = self._clock() if now_ms is None else now_ms
-        s = self._scopes.setdefault(scope, _Scope())
+        s = self._scope(scope)
         s.trim(now, window_ms)
         cal = self._buckets(now)
         return self._counters(s, limits, now, window_ms, day=s.days.get(cal.day, 0), month=s.months.get(cal.month, 0))
