@@ -269,12 +269,17 @@ class Connection(asyncio.Protocol):
         self._informational = False
         self.response: Response | None = None
         self.closed = False
+        #: Taken from the idle pool rather than opened for the request being sent.
+        self.reused = False
+        #: Some byte of the current request's answer has arrived.
+        self.answered = False
         self.idle_since = 0.0
         self.last_data = 0.0
 
     def send(self, data: bytes) -> Response:
         assert self._transport is not None and self.response is None
         self.response = response = Response(self, self._loop)
+        self.answered = False
         self.last_data = self._loop.time()
         self._transport.write(data)
         return response
@@ -302,6 +307,7 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_data = self._loop.time()
+        self.answered = True
         if self.response is None:
             self.close()  # bytes nobody asked for: the connection's framing cannot be trusted
             return
@@ -374,14 +380,16 @@ class Pool:
         self._addresses: dict[tuple[str, int], tuple[float, list[tuple[int, str]]]] = {}
         self._closed = False
 
-    async def acquire(self, origin: Origin, connect_s: float) -> Connection:
+    async def acquire(self, origin: Origin, connect_s: float, *, new: bool = False) -> Connection:
+        """An idle connection to ``origin`` (``reused``), or a new one; only a new one if ``new``."""
         if self._closed:
             raise ConnectionError("the upstream client is closed")
-        stack = self._idle.get(origin.key)
+        stack = None if new else self._idle.get(origin.key)
         now = self.loop.time()
         while stack:
             conn = stack.pop()
             if not conn.closed and now - conn.idle_since < KEEPALIVE_S:
+                conn.reused = True
                 self._busy.add(conn)
                 return conn
             conn.close()

@@ -19,11 +19,15 @@ from multidict import CIMultiDictProxy
 
 from gateway.config import Timeouts
 from gateway.errors import UpstreamUnavailable
-from gateway.http1 import Pool, ProtocolError, Response, encode_request, target
+from gateway.http1 import Origin, Pool, ProtocolError, Response, encode_request, target
 from plugins.dialects.base import OutboundRequest
 
 #: Sent to every upstream: names the product, not its stack.
 USER_AGENT = "llm-gateway"
+
+
+class _Unreachable(Exception):
+    """No connection could be made (the cause is chained): told apart from a failed answer."""
 
 
 class UpstreamResponse:
@@ -96,31 +100,51 @@ class UpstreamClient:
             data = encode_request(origin, path, request.headers, request.body)
         except ValueError as exc:
             raise UpstreamUnavailable(f"The request cannot be sent upstream: {exc}.", reason="connect") from exc
-        pool = self._pool
         try:
-            conn = await pool.acquire(origin, timeouts.connect_s)
+            response = await self._answer(origin, data, timeouts)
+        except _Unreachable as exc:
+            cause = exc.__cause__
+            if isinstance(cause, TimeoutError):
+                message = f"Cannot connect to the upstream within {timeouts.connect_s:g} s."
+            else:
+                message = f"Cannot connect to the upstream: {_describe(cause or exc)}."
+            raise UpstreamUnavailable(message, reason="connect") from cause
         except TimeoutError as exc:
-            raise UpstreamUnavailable(
-                f"Cannot connect to the upstream within {timeouts.connect_s:g} s.", reason="connect"
-            ) from exc
-        except OSError as exc:
-            raise UpstreamUnavailable(f"Cannot connect to the upstream: {_describe(exc)}.", reason="connect") from exc
-        response = conn.send(data)
-        response.idle_s = timeouts.idle_s
-        try:
-            await response.started(timeouts.first_byte_s)
-        except TimeoutError as exc:
-            pool.discard(conn)
             raise UpstreamUnavailable(
                 f"The upstream sent no response within {timeouts.first_byte_s:g} s.", reason="timeout", status=504
             ) from exc
         except (OSError, ProtocolError) as exc:
-            pool.discard(conn)
             raise UpstreamUnavailable(f"The upstream connection failed: {_describe(exc)}.", reason="connect") from exc
-        except BaseException:
-            pool.discard(conn)  # cancelled: the client left before the upstream answered
-            raise
-        return UpstreamResponse(pool, response)
+        return UpstreamResponse(self._pool, response)
+
+    async def _answer(self, origin: Origin, data: bytes, timeouts: Timeouts) -> Response:
+        """Send ``data`` and wait for the answer's headers.
+
+        A kept-alive connection the upstream closes just as it is reused (its keep-alive timeout
+        ran out while the request was on its way: nothing comes back, the connection drops) is
+        not the deployment failing. The request is sent once more on a new connection, so the
+        caller sees no error and routing counts no failure. The failover to another deployment
+        that this error would otherwise cause re-sends the request all the same.
+        """
+        pool = self._pool
+        for fresh in (False, True):
+            try:
+                conn = await pool.acquire(origin, timeouts.connect_s, new=fresh)
+            except (TimeoutError, OSError) as exc:
+                raise _Unreachable() from exc
+            response = conn.send(data)
+            response.idle_s = timeouts.idle_s
+            try:
+                await response.started(timeouts.first_byte_s)
+                return response
+            except ConnectionError:
+                pool.discard(conn)
+                if fresh or not conn.reused or conn.answered:
+                    raise
+            except BaseException:
+                pool.discard(conn)  # a timeout, a bad answer, or the client left before the upstream answered
+                raise
+        raise AssertionError("unreachable")
 
 
 def _describe(exc: BaseException) -> str:

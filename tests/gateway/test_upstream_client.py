@@ -336,3 +336,57 @@ async def test_a_reset_cuts_a_close_delimited_body_short_and_is_a_502() -> None:
     async with RawUpstream(answer) as upstream, gateway(config(upstream.url)) as gw:
         status, body = await post(gw.url)
     assert status == 502, body
+
+
+def _stale_upstream(second_answer: bytes) -> tuple[RawUpstream, list[int]]:
+    """Answers the first request of a connection, then reads the second, writes
+    ``second_answer`` (maybe nothing) and drops the connection: as a server whose keep-alive timeout
+    ran out while that request was on its way. Records each connection's request count."""
+    requests: list[int] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append(0)
+        slot = len(requests) - 1
+        await read_request(reader)
+        requests[slot] += 1
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(BODY))
+        writer.write(BODY)
+        await writer.drain()
+        await read_request(reader)
+        requests[slot] += 1
+        writer.write(second_answer)
+        await writer.drain()
+
+    return RawUpstream(answer), requests
+
+
+async def test_a_kept_alive_connection_dropped_as_it_is_reused_is_retried_on_a_new_one() -> None:
+    upstream, requests = _stale_upstream(b"")
+    async with upstream, gateway(config(upstream.url)) as gw:
+        assert await post(gw.url) == (200, BODY)
+        assert await post(gw.url) == (200, BODY)  # sent twice upstream: dropped, then on a new connection
+    assert requests == [2, 1]
+
+
+async def test_a_reused_connection_that_began_an_answer_is_not_retried() -> None:
+    upstream, requests = _stale_upstream(b"HTTP/1.1 200 OK\r\n")
+    async with upstream, gateway(config(upstream.url)) as gw:
+        assert await post(gw.url) == (200, BODY)
+        status, _ = await post(gw.url)
+    assert status == 502
+    assert requests == [2]
+
+
+async def test_a_new_connection_dropped_without_an_answer_is_not_retried() -> None:
+    dropped = 0
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal dropped
+        await read_request(reader)
+        dropped += 1
+
+    async with RawUpstream(answer) as upstream, gateway(config(upstream.url)) as gw:
+        status, _ = await post(gw.url)
+    assert status == 502
+    assert dropped == 1
+    assert upstream.connections == 1
