@@ -200,8 +200,11 @@ async def test_informational_answers_are_skipped_and_gzip_is_decoded() -> None:
         b"SPDY/9 200 OK\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: br\r\nContent-Length: 2\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+        + b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(70))
+        + b"\r\n{}",
     ],
-    ids=["not http", "two content-lengths", "an encoding never asked for"],
+    ids=["not http", "two content-lengths", "an encoding never asked for", "70 KB of headers"],
 )
 async def test_an_answer_that_is_not_http_is_a_502_in_the_callers_dialect(garbage: bytes) -> None:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
