@@ -138,14 +138,10 @@ class Response:
     async def read(self) -> bytes:
         """The whole body; at most ``idle_s`` may pass without a byte arriving."""
         self._whole = True
-        if self._paused:
-            self._paused = False
-            self.connection.resume_reading()
+        self._resume()
         while not self._eof:
             await self._wait()
-        data = b"".join(self._buffer) if len(self._buffer) != 1 else self._buffer[0]
-        self._take()
-        return data
+        return self._take()
 
     async def readany(self) -> bytes:
         """What has arrived (waiting for something if nothing has); ``b""`` at the end."""
@@ -153,13 +149,17 @@ class Response:
             if self._eof:
                 return b""
             await self._wait()
-        data = b"".join(self._buffer) if len(self._buffer) != 1 else self._buffer[0]
-        self._take()
-        return data
+        return self._take()
 
-    def _take(self) -> None:
+    def _take(self) -> bytes:
+        """Everything buffered, handed over; reading resumes if it was paused."""
+        data = b"".join(self._buffer) if len(self._buffer) != 1 else self._buffer[0]
         self._buffer = []
         self._size = 0
+        self._resume()
+        return data
+
+    def _resume(self) -> None:
         if self._paused:
             self._paused = False
             self.connection.resume_reading()

@@ -74,8 +74,8 @@ class UpstreamResponse:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc_type is None and self._response.at_eof():
-            self.release()
+        if exc_type is None:
+            self.release()  # which closes the connection instead unless the body was read whole
         else:
             self.close()
 
