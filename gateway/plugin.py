@@ -14,7 +14,7 @@ from gateway.config import Deployment
 from gateway.exchange import Exchange
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every attempt, and frozen __init__ costs 3x
 class Attempt:
     """What happened when one deployment was tried: what routing learns from."""
 

@@ -22,7 +22,11 @@ MINUTE_MS = 60_000
 RPM, TPM, PER_DAY, PER_MONTH = "rpm", "tpm", "tokens_per_day", "tokens_per_month"
 
 
-@dataclass(frozen=True, slots=True)
+# The per-admission records below are built on every request: plain slotted dataclasses, since a
+# frozen one's __init__ (object.__setattr__ per field) costs three times as much. Nothing mutates them.
+
+
+@dataclass(slots=True)
 class Reservation:
     """What one admission charged, so completion can replace it with the actual usage."""
 
@@ -32,7 +36,7 @@ class Reservation:
     tokens: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Counter:
     """One limit of a scope, as the store saw it at the decision."""
 
@@ -48,7 +52,7 @@ class Counter:
         return max(0, self.limit - self.used)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
     admitted: bool
     now_ms: int

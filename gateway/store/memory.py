@@ -23,7 +23,6 @@ from gateway.store.base import (
     Decision,
     Reservation,
     Store,
-    counters,
 )
 from gateway.store.calendar import DAY_MS, Buckets, buckets
 
@@ -147,34 +146,44 @@ class MemoryStore(Store):
         window_ms: int = MINUTE_MS,
         now_ms: int | None = None,
     ) -> Decision:
+        # On every request's path: one pass, with the window's size and oldest entry read inline.
         now = self._clock() if now_ms is None else now_ms
-        s = self._scope(scope)
+        s = self._scopes.get(scope)
+        if s is None:
+            s = self._scope(scope)
         s.trim(now, window_ms)
-        cal = self._buckets(now)
+        cal = self._calendar
+        if not (cal.day_end_ms - DAY_MS <= now < cal.day_end_ms):
+            cal = self._buckets(now)
         day, month = s.days.get(cal.day, 0), s.months.get(cal.month, 0)
-        waits: list[tuple[str, int | None]] = []
-        if limits.rpm and len(s) + 1 > limits.rpm:
-            waits.append((RPM, s.time_of(len(s) - limits.rpm) + window_ms - now))
-        if limits.tpm and s.tokens + tokens > limits.tpm:
-            fits = tokens <= limits.tpm
-            waits.append((TPM, s.frees_at(s.tokens + tokens - limits.tpm, window_ms) - now if fits else None))
-        if limits.tokens_per_day and day + tokens > limits.tokens_per_day:
-            waits.append((PER_DAY, cal.day_end_ms - now if tokens <= limits.tokens_per_day else None))
-        if limits.tokens_per_month and month + tokens > limits.tokens_per_month:
-            waits.append((PER_MONTH, cal.month_end_ms - now if tokens <= limits.tokens_per_month else None))
-        reservation = None
-        if not waits:
-            member = str(s.add(now, tokens))
+        rpm, tpm, per_day, per_month = limits.rpm, limits.tpm, limits.tokens_per_day, limits.tokens_per_month
+        in_window = len(s.times) - s.head
+        if (
+            (not rpm or in_window < rpm)
+            and (not tpm or s.tokens + tokens <= tpm)
+            and (not per_day or day + tokens <= per_day)
+            and (not per_month or month + tokens <= per_month)
+        ):
+            reservation = Reservation(str(s.add(now, tokens)), now, tokens)
             if tokens:
                 if cal.day not in s.days:  # a new day: older buckets may now be out of reach
                     s.forget_old_buckets(now)
                 day = s.days[cal.day] = day + tokens
                 month = s.months[cal.month] = month + tokens
-            reservation = Reservation(member, now, tokens)
-        state = self._counters(s, limits, now, window_ms, day=day, month=month)
-        if reservation is not None:
+            state = self._counters(s, limits, now, window_ms, cal=cal, day=day, month=month)
             return Decision(True, now, state, reservation)
+        waits: list[tuple[str, int | None]] = []
+        if rpm and in_window + 1 > rpm:
+            waits.append((RPM, s.time_of(in_window - rpm) + window_ms - now))
+        if tpm and s.tokens + tokens > tpm:
+            fits = tokens <= tpm
+            waits.append((TPM, s.frees_at(s.tokens + tokens - tpm, window_ms) - now if fits else None))
+        if per_day and day + tokens > per_day:
+            waits.append((PER_DAY, cal.day_end_ms - now if tokens <= per_day else None))
+        if per_month and month + tokens > per_month:
+            waits.append((PER_MONTH, cal.month_end_ms - now if tokens <= per_month else None))
         refused_by, wait = _slowest(waits)
+        state = self._counters(s, limits, now, window_ms, cal=cal, day=day, month=month)
         return Decision(False, now, state, refused_by=refused_by, retry_after_ms=wait)
 
     async def reconcile(self, scope: str, reservation: Reservation, actual_tokens: int) -> None:
@@ -183,7 +192,9 @@ class MemoryStore(Store):
             return
         s.reweigh(int(reservation.member), actual_tokens)
         delta = actual_tokens - reservation.tokens
-        cal = self._buckets(reservation.at_ms)
+        cal = self._calendar
+        if not (cal.day_end_ms - DAY_MS <= reservation.at_ms < cal.day_end_ms):
+            cal = buckets(reservation.at_ms)  # charged on an earlier day: not the current buckets
         if cal.day in s.days:
             s.days[cal.day] += delta
         if cal.month in s.months:
@@ -196,22 +207,28 @@ class MemoryStore(Store):
         s = self._scope(scope)
         s.trim(now, window_ms)
         cal = self._buckets(now)
-        return self._counters(s, limits, now, window_ms, day=s.days.get(cal.day, 0), month=s.months.get(cal.month, 0))
+        day, month = s.days.get(cal.day, 0), s.months.get(cal.month, 0)
+        return self._counters(s, limits, now, window_ms, cal=cal, day=day, month=month)
 
+    @staticmethod
     def _counters(
-        self, s: _Scope, limits: Limits, now: int, window_ms: int, *, day: int, month: int
+        s: _Scope, limits: Limits, now: int, window_ms: int, *, cal: Buckets, day: int, month: int
     ) -> tuple[Counter, ...]:
-        cal = self._buckets(now)
-        return counters(
-            limits,
-            requests=len(s),
-            tokens=s.tokens,
-            window_reset_ms=(s.time_of(0) + window_ms - now) if len(s) else window_ms,
-            day_tokens=day,
-            day_reset_ms=cal.day_end_ms - now,
-            month_tokens=month,
-            month_reset_ms=cal.month_end_ms - now,
-        )
+        """``base.counters``, built directly: this runs for every admission."""
+        result: list[Counter] = []
+        if limits.rpm or limits.tpm:
+            head = s.head
+            requests = len(s.times) - head
+            reset = (s.times[head] + window_ms - now) if requests else window_ms
+            if limits.rpm:
+                result.append(Counter(RPM, limits.rpm, requests, reset))
+            if limits.tpm:
+                result.append(Counter(TPM, limits.tpm, s.tokens, reset))
+        if limits.tokens_per_day:
+            result.append(Counter(PER_DAY, limits.tokens_per_day, day, cal.day_end_ms - now))
+        if limits.tokens_per_month:
+            result.append(Counter(PER_MONTH, limits.tokens_per_month, month, cal.month_end_ms - now))
+        return tuple(result)
 
     async def get(self, key: str) -> str | None:
         item = self._values.get(key)

@@ -9,7 +9,6 @@ exchange's own config, so a reload applies to the next request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 
 from gateway.config import Team
@@ -102,9 +101,10 @@ class RateLimitPlugin(Plugin):
         task.add_done_callback(self._reconciling.discard)
 
     async def _reconcile(self, team: str, reservation: Reservation, actual: int) -> None:
-        # A failure is counted by the store; the reservation then stands until it leaves the window.
-        with contextlib.suppress(StoreError):
+        try:
             await self.store.reconcile(team, reservation, actual)
+        except StoreError:
+            pass  # counted by the store; the reservation then stands until it leaves the window
 
 
 def refusal(team: Team, decision: Decision, tokens: int, window_ms: int) -> RateLimited:

@@ -12,23 +12,22 @@ from typing import Any
 from gateway.exchange import Exchange
 
 
-def _count(body: dict[str, Any], field: str) -> int | None:
-    value = body.get(field)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
+def _count(value: Any) -> int | None:
+    # ``type() is int``: not a bool, and one check (validation has already typed the fields).
+    return value if type(value) is int and value >= 0 else None
 
 
 def completion_budget(exchange: Exchange, default_max_tokens: int) -> int:
     if exchange.op == "embeddings":
         return 0
     body = exchange.body or {}
-    budget = _count(body, "max_completion_tokens")
+    budget = _count(body.get("max_completion_tokens"))
     if budget is None:
-        budget = _count(body, "max_tokens")
+        budget = _count(body.get("max_tokens"))
     if budget is None:
         budget = default_max_tokens
-    return budget * max(1, _count(body, "n") or 1)
+    n = body.get("n")
+    return budget * n if type(n) is int and n > 1 else budget
 
 
 def tokens_to_reserve(exchange: Exchange, default_max_tokens: int) -> int:
