@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway.catalog import get_model, list_models, model_info
 from gateway.config import Config
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, flushing
 from gateway.pipeline import Generation, Pipeline, request_id_of
 from gateway.plugin import Plugin
 from gateway.store import Store, open_store
@@ -87,6 +87,7 @@ def build_app(config: Config, plugin_factory: PluginFactory | None = None) -> we
     # Body size is enforced by the pipeline per config generation; this is only aiohttp's own cap.
     app = web.Application(client_max_size=config.server.max_body_bytes + 1)
     app[RUNTIME] = runtime
+    app.cleanup_ctx.append(_metrics_flush_ctx)
     app.cleanup_ctx.append(_pipeline_ctx)
     if config.metrics.port is not None:
         app.cleanup_ctx.append(_metrics_site_ctx)
@@ -123,6 +124,12 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
             await plugin.close()
         await runtime.upstream.close()
         await runtime.store.close()
+
+
+async def _metrics_flush_ctx(app: web.Application) -> AsyncIterator[None]:
+    # Before the pipeline's: entered first, left last, after the final requests completed.
+    async with flushing(app[RUNTIME].metrics):
+        yield
 
 
 async def _metrics_site_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -183,6 +190,7 @@ async def _healthz(request: web.Request) -> web.Response:
 async def _metrics(runtime: Runtime, request: web.Request) -> web.Response:
     metrics = runtime.metrics
     if metrics.multiprocess_dir:
+        metrics.flush()  # this worker's own latest, on the loop's thread
         # Reading every worker's files is disk work: keep it off the event loop.
         body = await asyncio.get_running_loop().run_in_executor(None, metrics.exposition)
     else:

@@ -11,13 +11,14 @@ from typing import Any
 import aiohttp
 import openai
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 
 from gateway import config as config_module
 from gateway.app import build_app
 from gateway.config import Config
 from gateway.errors import RateLimited
 from gateway.exchange import Exchange
+from gateway.metrics import DURATION_BUCKETS, _Pending
 from gateway.plugin import Plugin
 from gateway.server import make_runner
 from gateway.simulator.behaviour import DEFAULT_REPLY
@@ -304,3 +305,56 @@ async def test_scrape_content_type(gw: Served) -> None:
     async with aiohttp.ClientSession() as session, session.get(f"{gw.url}/metrics") as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"] == CONTENT_TYPE_LATEST
+
+
+def test_a_flushed_histogram_reads_as_if_each_value_had_been_observed() -> None:
+    """Latencies are added up per bucket and handed over in a flush; the exposition must be the
+    one prometheus_client's own ``observe`` gives, bucket bounds and sum included."""
+    values = [0.0, 0.004, 0.01, 0.0100001, 0.3, 2.5, 599.0, 600.0, 600.5, 1e9]
+    exposed = []
+    for batched in (False, True):
+        registry = CollectorRegistry()
+        histogram = Histogram("h", "h", ("m",), buckets=DURATION_BUCKETS, registry=registry)
+        child = histogram.labels("x")
+        if batched:
+            pending = _Pending(child, DURATION_BUCKETS)
+            for value in values[:4]:
+                pending.observe(value)
+            pending.flush()
+            for value in values[4:]:
+                pending.observe(value)
+            pending.flush()
+            pending.flush()  # nothing new: adds nothing
+        else:
+            for value in values:
+                child.observe(value)
+        exposed.append(generate_latest(registry).decode())
+    assert 'h_bucket{le="0.01",m="x"} 3.0' in exposed[0]
+
+    def split(text: str) -> tuple[list[str], float]:
+        lines = text.splitlines()
+        (total_line,) = [line for line in lines if line.startswith("h_sum")]
+        return [line for line in lines if line != total_line], float(total_line.rsplit(" ", 1)[1])
+
+    (lines, total_a), (batched_lines, total_b) = split(exposed[0]), split(exposed[1])
+    assert batched_lines == lines
+    assert abs(total_b - total_a) <= 1e-12 * total_a  # the same sum, added in another order
+
+
+async def test_requests_reach_the_counters_without_a_scrape_within_the_flush_interval(sim: Served) -> None:
+    """Recorded values reach prometheus_client by themselves (another worker's scrape reads them
+    from this worker's files), not only when this process is scraped."""
+    async with gateway(matrix_config(sim.url)) as gw:
+        status, _ = await post(
+            gw,
+            "/v1/chat/completions",
+            {"model": "m-openai", "messages": messages("x")},
+            {"Authorization": f"Bearer {TEAM_KEY}"},
+        )
+        assert status == 200
+        metrics = gw.runtime.metrics
+        child = metrics.requests.labels("team-a", "m-openai", "dep-openai", "openai", "200")
+        deadline = time.monotonic() + 5
+        while child._value.get() != 1 and time.monotonic() < deadline:  # noqa: ASYNC110 (polls another task's work)
+            await asyncio.sleep(0.05)
+        assert child._value.get() == 1
