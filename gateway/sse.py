@@ -36,6 +36,7 @@ class StreamRelay:
         "_chars",
         "_content_chunks",
         "_pending",
+        "_per_event",
         "_plan",
         "_prompt_estimate",
         "done",
@@ -44,6 +45,7 @@ class StreamRelay:
 
     def __init__(self, plan: StreamPlan, prompt_estimate: int) -> None:
         self._plan = plan
+        self._per_event = plan.per_event  # read for every chunk
         self._prompt_estimate = prompt_estimate
         self._pending = b""
         self._chars = 0
@@ -58,13 +60,16 @@ class StreamRelay:
         data = self._pending + chunk if self._pending else chunk
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n")
-        end = data.rfind(_EVENT_END)
-        if end < 0:
-            self._pending = data
-            return b"" if self._plan.per_event else chunk
-        complete, self._pending = data[: end + 2], data[end + 2 :]
+        if data.endswith(_EVENT_END):  # the usual case: a chunk of whole events
+            complete, self._pending = data, b""
+        else:
+            end = data.rfind(_EVENT_END)
+            if end < 0:
+                self._pending = data
+                return b"" if self._per_event else chunk
+            complete, self._pending = data[: end + 2], data[end + 2 :]
         withheld = self._take(complete)
-        if not self._plan.per_event:
+        if not self._per_event:
             return chunk
         if withheld is None and not self._plan.strict_framing and not (self.done and self._plan.synthesize_usage_chunk):
             return complete  # nothing in this block to change
@@ -77,7 +82,7 @@ class StreamRelay:
         # A last event the upstream never terminated: complete it, so it is handled like the rest.
         pending, self._pending = self._pending.rstrip(b"\n") + _EVENT_END, b""
         withheld = self._take(pending)
-        if not self._plan.per_event:
+        if not self._per_event:
             return b""  # already forwarded as it arrived
         return self._reframe(pending, withheld)
 
@@ -90,19 +95,14 @@ class StreamRelay:
 
     # -- a block of whole events ----------------------------------------------------------------
 
-    def _take(self, block: bytes) -> bytes | None:
-        """Count the block's content and read its usage; return the usage-only event to withhold.
+    def _take(self, block: bytes) -> tuple[int, int] | None:
+        """Read the block's usage and count its content; return where the usage-only event to
+        withhold lies (``block[start:end]``, its blank line after ``end``).
 
         The block is scanned as a whole with ``bytes.find``; only an event that carries a usage
         object is parsed, so a stream costs about one JSON parse, not one per chunk.
         """
-        if self._plan.usage_expected:
-            # The exact figure will come; for a stream cut short before it, one token a chunk
-            # (what OpenAI and Azure stream) is estimate enough, and costs one C call.
-            self._content_chunks += block.count(b"data:")
-        else:
-            self._count_text(block)
-        if any(done in block for done in _DONE_EVENTS):
+        if b"[DONE]" in block and any(done in block for done in _DONE_EVENTS):
             self.done = True
         withheld = None
         for marker in _USAGE_OBJECTS:
@@ -113,10 +113,16 @@ class StreamRelay:
                 start = start + 2 if start >= 0 else 0
                 end = block.find(_EVENT_END, at)
                 end = len(block) if end < 0 else end
-                event = block[start:end]
-                if self._read_usage(event):
-                    withheld = event
+                if self._read_usage(block[start:end]):
+                    withheld = (start, end)
                 at = block.find(marker, end)
+        if self.reported is None:  # once the upstream has reported usage, no estimate is needed
+            if self._plan.usage_expected:
+                # The exact figure will come; for a stream cut short before it, one token a chunk
+                # (what OpenAI and Azure stream) is estimate enough, and costs one C call.
+                self._content_chunks += block.count(b"data:")
+            else:
+                self._count_text(block)
         return withheld
 
     def _read_usage(self, event: bytes) -> bool:
@@ -150,15 +156,17 @@ class StreamRelay:
                     self._content_chunks += 1
                 start = block.find(key, end)
 
-    def _reframe(self, block: bytes, withheld: bytes | None) -> bytes:
+    def _reframe(self, block: bytes, withheld: tuple[int, int] | None) -> bytes:
         """The block's events for the client: minus the withheld one, strictly framed if asked,
         with a synthesized usage chunk before ``[DONE]`` if the client wants one we never got."""
         strict = self._plan.strict_framing
         if withheld is not None and not strict and not self._plan.synthesize_usage_chunk:
-            return block.replace(withheld + _EVENT_END, b"", 1)  # the usual case, in one C call
+            start, end = withheld  # the usual case: cut the event and its blank line out
+            return block[:start] + block[end + 2 :]
+        skipped = block[withheld[0] : withheld[1]] if withheld is not None else None
         out: list[bytes] = []
         for event in block.split(_EVENT_END):
-            if not event or event == withheld:
+            if not event or event == skipped:
                 continue
             payload = _data_of(event)
             if payload is None:
