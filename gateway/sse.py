@@ -22,6 +22,8 @@ from plugins.dialects.base import StreamPlan
 
 _DONE = b"[DONE]"
 _DONE_EVENTS = (b"data: [DONE]", b"data:[DONE]")
+#: ``[DONE]`` as the last event of a block, where a conforming upstream puts it.
+_DONE_LAST = tuple(done + b"\n\n" for done in _DONE_EVENTS)
 #: A usage object (not ``"usage":null``): the one chunk worth a JSON parse. Compact JSON and
 #: json.dumps's default spacing are the two forms upstreams write.
 _USAGE_OBJECTS = (b'"usage":{', b'"usage": {')
@@ -52,7 +54,8 @@ class StreamRelay:
         self._content_chunks = 0
         #: The usage the upstream reported, if it did.
         self.reported: Usage | None = None
-        #: ``data: [DONE]`` was seen.
+        #: ``data: [DONE]`` was seen ending a read; anywhere in it, when a usage chunk must be
+        #: synthesized before it (the one case that acts on it).
         self.done = False
 
     def feed(self, chunk: bytes) -> bytes:
@@ -102,20 +105,25 @@ class StreamRelay:
         The block is scanned as a whole with ``bytes.find``; only an event that carries a usage
         object is parsed, so a stream costs about one JSON parse, not one per chunk.
         """
-        if b"[DONE]" in block and any(done in block for done in _DONE_EVENTS):
+        if block.endswith(_DONE_LAST) or (
+            self._plan.synthesize_usage_chunk and any(done in block for done in _DONE_EVENTS)
+        ):
             self.done = True
         withheld = None
         for marker in _USAGE_OBJECTS:
-            at = block.find(marker)
-            while at >= 0:
-                # The event around the marker, found without splitting the whole block.
-                start = block.rfind(_EVENT_END, 0, at)
-                start = start + 2 if start >= 0 else 0
-                end = block.find(_EVENT_END, at)
-                end = len(block) if end < 0 else end
-                if self._read_usage(block[start:end]):
-                    withheld = (start, end)
-                at = block.find(marker, end)
+            # From the end: an upstream reports usage once, in its last chunk or two, so the
+            # search over a block of many events stops near its end. The last usage is the one.
+            at = block.rfind(marker)
+            if at < 0:
+                continue
+            # The event around the marker, found without splitting the whole block.
+            start = block.rfind(_EVENT_END, 0, at)
+            start = start + 2 if start >= 0 else 0
+            end = block.find(_EVENT_END, at)
+            end = len(block) if end < 0 else end
+            if self._read_usage(block[start:end]):
+                withheld = (start, end)
+            break  # an upstream writes its JSON one way: no need to look for the other spacing
         if self.reported is None:  # once the upstream has reported usage, no estimate is needed
             if self._plan.usage_expected:
                 # The exact figure will come; for a stream cut short before it, one token a chunk
