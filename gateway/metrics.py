@@ -27,7 +27,7 @@ from prometheus_client.metrics_core import Metric
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: How often recorded values reach prometheus_client (and, with workers, the shared files) besides
 #: before each scrape: what another worker's scrape can lag behind at most.
-FLUSH_S = 1.0
+FLUSH_S = 0.25
 COOLDOWN = "gateway_deployment_cooldown"
 
 #: Time to first byte: a gateway error answers in milliseconds, a long prompt on a busy

@@ -258,24 +258,28 @@ class Pipeline:
         return client
 
     async def _relay_stream(self, ex: Exchange, response: UpstreamResponse, plan: StreamPlan) -> web.StreamResponse:
-        client = web.StreamResponse(status=response.status, headers=self._response_headers(ex, response.headers))
-        client.content_type = "text/event-stream"
-        client.headers["Cache-Control"] = "no-cache"
+        headers = self._response_headers(ex, response.headers)
+        headers["Content-Type"] = "text/event-stream"
+        headers["Cache-Control"] = "no-cache"
+        client = _EventStream(status=response.status, headers=headers)
         ex.status = response.status
         relay = StreamRelay(plan, ex.prompt_estimate)
+        last = b""
         try:
             await client.prepare(ex.request)
             async with response:
-                async for chunk in response.chunks():
+                while chunk := await response.readany():
                     out = relay.feed(chunk)
-                    if out:
-                        if ex.ttfb_s is None:
-                            ex.ttfb_s = ex.elapsed_s
-                        await client.write(out)
-                tail = relay.finish()
-                if tail:
-                    await client.write(tail)
-            await client.write_eof()
+                    if not out:
+                        continue
+                    if ex.ttfb_s is None:
+                        ex.ttfb_s = ex.elapsed_s
+                    if response.at_eof():
+                        last = out  # the end of the stream goes out with it, in one write
+                        break
+                    await client.write(out)
+                last += relay.finish()
+            await client.write_eof(last)
         except UpstreamUnavailable as err:
             # After the first byte nothing is retried: the stream ends and the failure is recorded.
             ex.error = err
@@ -439,6 +443,14 @@ def _json_usage(raw: bytes, prompt_estimate: int) -> Usage | None:
     if not isinstance(usage, dict):
         return Usage(prompt_estimate, 0, estimated=True)
     return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+
+
+class _EventStream(web.StreamResponse):
+    """An SSE response whose status line and headers go out with its first event (aiohttp's
+    StreamResponse sends them at once, in a write of their own): a stream the upstream sent in
+    one read is one write to the client, headers and end included."""
+
+    _send_headers_immediately = False
 
 
 async def _end_quietly(client: web.StreamResponse) -> None:

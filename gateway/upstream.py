@@ -12,7 +12,6 @@ live stream may run as long as it keeps sending.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from types import TracebackType
 
 from multidict import CIMultiDictProxy
@@ -49,16 +48,19 @@ class UpstreamResponse:
         except (OSError, ProtocolError) as exc:
             raise UpstreamUnavailable(f"The upstream response broke off: {_describe(exc)}.", reason="broken") from exc
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives; at most ``idle_s`` may pass without a byte."""
-        response = self._response
+    async def readany(self) -> bytes:
+        """What of the body has arrived, waiting at most ``idle_s`` for a byte; ``b""`` at its end.
+        (A loop over this, not an async generator: each of those is registered with the loop.)"""
         try:
-            while chunk := await response.readany():
-                yield chunk
+            return await self._response.readany()
         except TimeoutError as exc:
             raise UpstreamUnavailable("The upstream went quiet mid-stream.", reason="idle_timeout") from exc
         except (OSError, ProtocolError) as exc:
             raise UpstreamUnavailable(f"The upstream stream broke off: {_describe(exc)}.", reason="broken") from exc
+
+    def at_eof(self) -> bool:
+        """The whole body has arrived and been read."""
+        return self._response.at_eof()
 
     def close(self) -> None:
         """Drop the connection: used when the client left, so the upstream stops generating."""

@@ -11,7 +11,7 @@ import aiohttp
 
 from gateway.supervisor import BACKOFF_MAX_S, restart_delay
 from tests.gateway.test_server import process_config
-from tests.harness import TEAM_KEY, free_port, simulator, total
+from tests.harness import TEAM_KEY, free_port, scrape_settled, simulator, total
 from tests.processes import access_lines, gateway_process, redis_server
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -123,6 +123,8 @@ async def test_one_scrape_sums_both_workers(tmp_path: Path) -> None:
                             assert r.status == 200
                     served_by = {line["pid"] for line in access_lines(gw)}
                     assert len(served_by) == 2, "both workers served"
+                    # A worker hands its counts to the shared files every FLUSH_S (and when scraped).
+                    await scrape_settled(gw.url, lambda text: total(text, "gateway_requests_total", status="200") == 40)
                     for _ in range(4):  # any worker's scrape gives the same sums
                         async with session.get(f"{gw.url}/metrics") as resp:
                             text = await resp.text()
