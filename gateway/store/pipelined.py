@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -43,12 +44,21 @@ encode: Callable[[tuple[Arg, ...]], bytes] = hiredis.pack_command  # type: ignor
 
 
 class PipelinedConnection(asyncio.Protocol):
-    """One connection; commands are written once per loop tick and replies resolve in order."""
+    """One connection; commands are written once per loop tick and replies resolve in order.
 
-    def __init__(self) -> None:
+    With ``timeout_s``, a call whose reply has not come within it fails with ``TimeoutError``.
+    Replies come in order, so the oldest call waiting is the first to expire: one timer, set at
+    its deadline, serves every call (an ``asyncio.timeout`` per call cost a dozen calls).
+    """
+
+    def __init__(self, timeout_s: float | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._reader = hiredis.Reader()
         self._waiting: deque[asyncio.Future[object]] = deque()
+        #: Each waiting call's deadline (loop time), in the same order.
+        self._deadlines: deque[float] = deque()
+        self._timeout_s = timeout_s if timeout_s is not None else math.inf
+        self._timer: asyncio.TimerHandle | None = None
         self._pending: list[bytes] = []
         self._transport: asyncio.Transport | None = None
         self._lost: BaseException | None = None
@@ -68,11 +78,26 @@ class PipelinedConnection(asyncio.Protocol):
             self._loop.call_soon(self._flush)
         self._pending.append(encode(args))
         self._waiting.append(future)
+        deadline = self._loop.time() + self._timeout_s
+        self._deadlines.append(deadline)
+        if self._timer is None and deadline != math.inf:
+            self._timer = self._loop.call_at(deadline, self._expire)
         return future
 
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+    def _expire(self) -> None:
+        """Fail the calls past their deadline; their replies, if they come, are dropped."""
+        self._timer = None
+        now = self._loop.time()
+        for future, deadline in zip(self._waiting, self._deadlines, strict=True):
+            if deadline > now:
+                self._timer = self._loop.call_at(deadline, self._expire)
+                return
+            if not future.done():
+                future.set_exception(TimeoutError("redis did not answer in time"))
 
     def _flush(self) -> None:
         if self._transport is not None and self._pending and self._lost is None:
@@ -89,6 +114,7 @@ class PipelinedConnection(asyncio.Protocol):
         try:
             while (reply := self._reader.gets()) is not False:
                 future = self._waiting.popleft()
+                self._deadlines.popleft()
                 if future.done():  # its caller gave up; the reply still had to be consumed
                     continue
                 if isinstance(reply, hiredis.ReplyError):
@@ -104,6 +130,10 @@ class PipelinedConnection(asyncio.Protocol):
 
     def _fail(self, exc: ConnectionError) -> None:
         self._lost = self._lost or exc
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._deadlines.clear()
         while self._waiting:
             future = self._waiting.popleft()
             if not future.done():
@@ -146,10 +176,11 @@ class Endpoint:
             tls=tls,
         )
 
-    async def open(self, host: str, port: int) -> PipelinedConnection:
+    async def open(self, host: str, port: int, timeout_s: float | None = None) -> PipelinedConnection:
+        """A logged-in connection whose calls fail after ``timeout_s`` without a reply."""
         loop = asyncio.get_running_loop()
         _, conn = await loop.create_connection(
-            PipelinedConnection, host, port, ssl=self.tls, server_hostname=host if self.tls else None
+            lambda: PipelinedConnection(timeout_s), host, port, ssl=self.tls, server_hostname=host if self.tls else None
         )
         try:
             if self.password is not None:
@@ -182,10 +213,14 @@ class Script:
 
 
 class Connections:
-    """One pipelined connection per Redis server, opened on first use and again after a loss."""
+    """One pipelined connection per Redis server, opened on first use and again after a loss.
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    With ``timeout_s``, opening one (connect, AUTH, SELECT) and each call on it are bounded by it.
+    """
+
+    def __init__(self, endpoint: Endpoint, timeout_s: float | None = None) -> None:
         self._endpoint = endpoint
+        self._timeout_s = timeout_s
         self._open: dict[tuple[str, int], asyncio.Task[PipelinedConnection]] = {}
 
     async def get(self, host: str | None = None, port: int | None = None) -> PipelinedConnection:
@@ -200,10 +235,11 @@ class Connections:
             task = None  # failed to open: try again
         if task is None:
             # A task, so concurrent callers share one connect and a caller's timeout cannot cut it.
-            task = asyncio.ensure_future(self._endpoint.open(*address))
+            task = asyncio.ensure_future(self._endpoint.open(*address, self._timeout_s))
             task.add_done_callback(_consume_exception)
             self._open[address] = task
-        return await asyncio.shield(task)
+        async with asyncio.timeout(self._timeout_s):
+            return await asyncio.shield(task)
 
     def close(self) -> None:
         for task in self._open.values():

@@ -12,7 +12,7 @@ import itertools
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as redis
@@ -79,14 +79,16 @@ class RedisStore(Store):
         self._breaker = breaker or CircuitBreaker()
         # The hot path: admissions and reconciles over pipelined connections (see pipelined.py);
         # redis-py's registered copy serves a call the cluster redirected.
-        self._connections = Connections(Endpoint.from_url(config.url))
+        self._connections = Connections(Endpoint.from_url(config.url), self._timeout_s)
         self._window_script = Script(window_script())
         self._window = self._client.register_script(self._window_script.source)
         # One round trip for many keys' remaining lives (keys share a hash tag on a cluster).
         self._ttls = self._client.register_script(_TTLS)
         # redis-py's cluster client discovers the slots lazily, and concurrent first calls race
         # inside it; one call at a time discovers them.
-        self._discovered = not isinstance(self._client, RedisCluster)
+        #: Read per call; an isinstance check against redis-py's generic client class is slow.
+        self._cluster = isinstance(self._client, RedisCluster)
+        self._discovered = not self._cluster
         self._discovering = asyncio.Lock()
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         # Reservation ids must not collide across replicas: a random prefix per store, then a
@@ -107,15 +109,19 @@ class RedisStore(Store):
         if not self._breaker.allow():
             raise self._failed(StoreError(f"store skipped ({what}): it failed recently, probing again soon"))
         try:
-            # Waiting for a slot counts against the deadline: an overloaded store is a slow one.
-            async with asyncio.timeout(self._timeout_s):
-                if not self._discovered:
-                    await self._discover()
-                if pooled:
-                    async with self._in_flight:
+            if pooled or not self._discovered:
+                # Waiting for a slot counts against the deadline: an overloaded store is a slow one.
+                async with asyncio.timeout(self._timeout_s):
+                    if not self._discovered:
+                        await self._discover()
+                    if pooled:
+                        async with self._in_flight:
+                            result = await operation()
+                    else:
                         result = await operation()
-                else:
-                    result = await operation()
+            else:
+                # The hot path: its connection bounds every call it makes, and its own opening.
+                result = await operation()
         except asyncio.CancelledError:
             self._breaker.abandoned()
             raise
@@ -137,12 +143,12 @@ class RedisStore(Store):
             if err.code not in ("MOVED", "ASK"):
                 raise
         # A slot moved: redis-py follows the redirect and refreshes the slot map the next call reads.
-        async with self._in_flight:
+        async with asyncio.timeout(self._timeout_s), self._in_flight:
             return await self._window(keys=keys, args=argv)
 
     async def _connection(self, key: str) -> PipelinedConnection:
-        if isinstance(self._client, RedisCluster):
-            node = self._client.get_node_from_key(key)
+        if self._cluster:
+            node = cast(RedisCluster, self._client).get_node_from_key(key)
             if node is None:
                 raise ConnectionError(f"no cluster node serves the key {key!r}")
             return await self._connections.get(node.host, int(node.port))
@@ -228,7 +234,7 @@ def _text(value: Any) -> str:
 
 
 def _counters(limits: Limits, reply: list[Any]) -> tuple[Counter, ...]:
-    requests, window_reset, tokens, _, day, day_reset, month, month_reset = (int(v) for v in reply[4:12])
+    requests, window_reset, tokens, _, day, day_reset, month, month_reset = map(int, reply[4:12])
     return counters(
         limits,
         requests=requests,

@@ -120,3 +120,43 @@ async def test_cluster_admissions_go_to_the_node_owning_each_team(redis_cluster:
             assert [d.admitted for d in decisions] == [True, True, False]
     finally:
         await store.close()
+
+
+async def test_a_call_past_its_deadline_fails_and_its_late_reply_reaches_no_one_else() -> None:
+    """One timer serves every call's deadline. A server that answers the first command late:
+    that caller gets TimeoutError after timeout_s, and the late reply is not handed to the next."""
+    first_seen, first_answered = asyncio.Event(), asyncio.Event()
+
+    async def late_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"first\r\n")
+        first_seen.set()
+        await asyncio.sleep(0.4)  # past the first call's deadline
+        writer.write(b"+reply-to-first\r\n")
+        await writer.drain()
+        first_answered.set()
+        await reader.readuntil(b"second\r\n")
+        writer.write(b"+reply-to-second\r\n")
+        await writer.drain()
+        await reader.read()  # until the client closes
+
+    server = await asyncio.start_server(late_server, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connections = Connections(Endpoint.from_url(f"redis://127.0.0.1:{port}"), timeout_s=0.2)
+    try:
+        conn = await connections.get()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        first = conn.call("ECHO", "first")
+        await first_seen.wait()
+        with pytest.raises(TimeoutError):
+            await first
+        assert 0.15 <= loop.time() - started < 0.4
+        await first_answered.wait()
+        second = await asyncio.wait_for(conn.call("ECHO", "second"), 2)
+        assert second == b"reply-to-second"
+        with pytest.raises(TimeoutError):  # nothing answers at all: still bounded
+            await conn.call("ECHO", "never answered")
+    finally:
+        connections.close()
+        server.close()
+        await server.wait_closed()
