@@ -10,7 +10,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
 
 from gateway.config import Limits
 from gateway.errors import StoreError
@@ -67,9 +66,6 @@ class Decision:
 
 
 class Store(ABC):
-    #: Whether a call is a network round trip (worth not making a client wait for).
-    remote: ClassVar[bool] = False
-
     def __init__(self) -> None:
         #: Failed calls since start (``gateway_store_errors_total``).
         self.errors = 0
@@ -101,7 +97,11 @@ class Store(ABC):
     @abstractmethod
     async def reconcile(self, scope: str, reservation: Reservation, actual_tokens: int) -> None:
         """Replace a reservation's tokens with the actual usage (0 releases it; the request
-        itself still counts toward ``rpm``)."""
+        itself still counts toward ``rpm``). A store may defer it, but every later admission or
+        read of ``scope`` through this store sees it; ``settle`` waits for all of them."""
+
+    async def settle(self) -> None:
+        """Wait until every reconciliation made so far has reached the store (shutdown, tests)."""
 
     @abstractmethod
     async def read_usage(

@@ -42,6 +42,10 @@ T = TypeVar("T")
 
 _LIMIT_NAMES = frozenset({RPM, TPM, PER_DAY, PER_MONTH})
 
+#: How long a reconciliation waits for its team's next admission or read to carry it, before
+#: a call of its own sends it (with every other one owed by then).
+RECONCILE_DELAY_S = 0.05
+
 #: Calls in flight per store. Redis runs one command at a time, so more connections add no
 #: throughput; and redis-py's cluster client fails (MaxConnectionsError) rather than wait for one.
 MAX_IN_FLIGHT = 64
@@ -95,6 +99,12 @@ class RedisStore(Store):
         # counter (no random bytes to read per admission).
         self._member_prefix = os.urandom(6).hex()
         self._members = itertools.count(1)
+        #: Reconciliations owed per scope, as the script's ARGV: sent with the scope's next
+        #: admission or read (one script call per request instead of two), or after
+        #: RECONCILE_DELAY_S by ``_send_owed``.
+        self._owed: dict[str, list[str | int]] = {}
+        self._owed_timer: asyncio.TimerHandle | None = None
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def _discover(self) -> None:
         async with self._discovering:
@@ -168,6 +178,9 @@ class RedisStore(Store):
             "admit", member, tokens, window_ms, now_ms or 0,
             limits.rpm or 0, limits.tpm or 0, limits.tokens_per_day or 0, limits.tokens_per_month or 0,
         ]  # fmt: skip
+        owed = self._owed.pop(scope, None)
+        if owed:
+            args += owed  # applied first; lost with the call if it fails, like a failed reconcile
         reply = await self._call("admit", lambda: self._run(scope, args), pooled=False)
         admitted, refused_by, wait, now = int(reply[0]), _text(reply[1]), int(reply[2]), int(reply[3])
         state = _counters(limits, reply)
@@ -178,14 +191,42 @@ class RedisStore(Store):
         return Decision(False, now, state, refused_by=refused_by, retry_after_ms=None if wait < 0 else wait)
 
     async def reconcile(self, scope: str, reservation: Reservation, actual_tokens: int) -> None:
+        """Owed, not sent: the scope's next admission or read carries it, or ``_send_owed`` does
+        within RECONCILE_DELAY_S. ``settle`` sends every one owed and waits."""
         r = reservation
-        args: list[str | int] = ["reconcile", r.member, r.tokens, actual_tokens, r.at_ms]
-        await self._call("reconcile", lambda: self._run(scope, args), pooled=False)
+        owed = self._owed.get(scope)
+        if owed is None:
+            owed = self._owed[scope] = []
+        owed += (r.member, r.tokens, actual_tokens, r.at_ms)
+        if self._owed_timer is None:
+            self._owed_timer = asyncio.get_running_loop().call_later(RECONCILE_DELAY_S, self._send_owed)
+
+    def _send_owed(self) -> None:
+        self._owed_timer = None
+        owed, self._owed = self._owed, {}
+        for scope, args in owed.items():
+            task = asyncio.ensure_future(self._reconcile_now(scope, args))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _reconcile_now(self, scope: str, owed: list[str | int]) -> None:
+        args: list[str | int] = ["reconcile", *owed]
+        try:
+            await self._call("reconcile", lambda: self._run(scope, args), pooled=False)
+        except StoreError:
+            pass  # counted; the reservations stand until they leave the window
+
+    async def settle(self) -> None:
+        if self._owed_timer is not None:
+            self._owed_timer.cancel()
+        self._send_owed()
+        if self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
 
     async def read_usage(
         self, scope: str, limits: Limits, *, window_ms: int = MINUTE_MS, now_ms: int | None = None
     ) -> tuple[Counter, ...]:
-        args: list[str | int] = ["peek", "", 0, window_ms, now_ms or 0, 0, 0, 0, 0]
+        args: list[str | int] = ["peek", "", 0, window_ms, now_ms or 0, 0, 0, 0, 0, *self._owed.pop(scope, ())]
         return _counters(limits, await self._call("read", lambda: self._run(scope, args), pooled=False))
 
     async def get(self, key: str) -> str | None:
@@ -215,6 +256,7 @@ class RedisStore(Store):
         return True
 
     async def close(self) -> None:
+        await self.settle()
         self._connections.close()
         try:
             await self._client.aclose()

@@ -8,7 +8,6 @@ exchange's own config, so a reload applies to the next request.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from gateway.config import Team
@@ -45,16 +44,14 @@ class RateLimitPlugin(Plugin):
         self.store = store
         self.window_ms = window_ms
         self._on_usage = on_usage
-        #: Reconciliations still in flight, awaited by ``close`` so a drain loses none.
-        self._reconciling: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
         await self.reconciled()
 
     async def reconciled(self) -> None:
-        """Wait for the reconciliations in flight (a Redis store's run after the response)."""
-        if self._reconciling:
-            await asyncio.gather(*self._reconciling, return_exceptions=True)
+        """Wait until every reconciliation has reached the store (a Redis store defers them to
+        the team's next call, or a moment later)."""
+        await self.store.settle()
 
     async def admit(self, exchange: Exchange) -> None:
         team = exchange.team
@@ -91,18 +88,10 @@ class RateLimitPlugin(Plugin):
         actual = exchange.usage.total if exchange.usage is not None else 0
         if actual == reservation.tokens:
             return
-        if not self.store.remote:
-            await self._reconcile(exchange.team.name, reservation, actual)
-            return
-        # A round trip the request need not wait for: its connection can serve the next request
-        # meanwhile (aiohttp handles a keep-alive connection's requests one after another).
-        task = asyncio.ensure_future(self._reconcile(exchange.team.name, reservation, actual))
-        self._reconciling.add(task)
-        task.add_done_callback(self._reconciling.discard)
-
-    async def _reconcile(self, team: str, reservation: Reservation, actual: int) -> None:
         try:
-            await self.store.reconcile(team, reservation, actual)
+            # No round trip for the request to wait for: a Redis store sends it with the team's
+            # next admission.
+            await self.store.reconcile(exchange.team.name, reservation, actual)
         except StoreError:
             pass  # counted by the store; the reservation then stands until it leaves the window
 

@@ -22,9 +22,14 @@ next UTC day/month for the calendar quotas), assuming no reservation grows meanw
 
 ARGV (admit):     prefix, "admit", member, tokens, window_ms, now_ms (0 = TIME), rpm, tpm,
                   tokens_per_day, tokens_per_month   (a limit of 0 is not enforced)
+                  [, member, reserved, actual, at_ms]...   (reconciliations, applied first)
 ARGV (peek):      prefix, "peek", "", 0, window_ms, now_ms, 0, 0, 0, 0   (read, no charge)
-ARGV (reconcile): prefix, "reconcile", member, reserved, actual, at_ms
+                  [, member, reserved, actual, at_ms]...
+ARGV (reconcile): prefix, "reconcile", member, reserved, actual, at_ms [, member, …]...
                   (the admission's own time picks the calendar buckets it was charged to)
+
+A replica sends its reconciliations with the team's next admission or read, which saves a
+script call per request; the ones no call takes within a moment go in a "reconcile" call.
 
 admit/peek return {admitted (1|0), refused_by, retry_after_ms (-1: can never fit), now_ms,
   requests, requests_reset_ms, tokens, tokens_reset_ms, day_tokens, day_reset_ms,
@@ -69,23 +74,31 @@ local function buckets(at_ms)
          prefix .. 'm:' .. string.format('%d', y * 100 + m), days_from_civil(ny, nm) * DAY_MS
 end
 
+-- Replace reservations' tokens with their actual usage: ARGV[first..] in fours.
+local function reconcile(first)
+  for i = first, #ARGV - 3, 4 do
+    local member, reserved, actual, at_ms = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+    local old = redis.call('HGET', KEYS[2], member)
+    if old then
+      -- Still in the window: its weight becomes the actual usage.
+      redis.call('HSET', KEYS[2], member, actual)
+      redis.call('HINCRBY', KEYS[2], 'sum', actual - tonumber(old))
+    end
+    local delta = actual - reserved
+    if delta ~= 0 then
+      local day_key, _, month_key = buckets(at_ms)
+      -- A bucket that already expired is not recreated with a stray (possibly negative) value.
+      if redis.call('EXISTS', day_key) == 1 then redis.call('INCRBY', day_key, delta) end
+      if redis.call('EXISTS', month_key) == 1 then redis.call('INCRBY', month_key, delta) end
+    end
+  end
+end
+
 if mode == 'reconcile' then
-  local member, reserved, actual, at_ms = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-  local old = redis.call('HGET', KEYS[2], member)
-  if old then
-    -- Still in the window: its weight becomes the actual usage.
-    redis.call('HSET', KEYS[2], member, actual)
-    redis.call('HINCRBY', KEYS[2], 'sum', actual - tonumber(old))
-  end
-  local delta = actual - reserved
-  if delta ~= 0 then
-    local day_key, _, month_key = buckets(at_ms)
-    -- A bucket that already expired is not recreated with a stray (possibly negative) value.
-    if redis.call('EXISTS', day_key) == 1 then redis.call('INCRBY', day_key, delta) end
-    if redis.call('EXISTS', month_key) == 1 then redis.call('INCRBY', month_key, delta) end
-  end
+  reconcile(3)
   return 1
 end
+reconcile(11)
 
 local member, cost, window = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = tonumber(ARGV[6])

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
+import subprocess
+
 import redis.asyncio as redis
 
 from gateway.config import Limits, StoreConfig
 from gateway.errors import StoreError
 from gateway.store import CircuitBreaker, MemoryStore, RedisStore, open_store
-from tests.redis_servers import RedisClusterServers, RedisServer, free_port
+from gateway.store.redis import RECONCILE_DELAY_S
+from tests.redis_servers import RedisClusterServers, RedisServer, free_port, require
 
 
 async def test_the_script_is_reloaded_after_script_flush(redis_server: RedisServer, scope: str) -> None:
@@ -86,3 +91,49 @@ def test_a_cancelled_probe_lets_the_next_call_probe() -> None:
 def test_redis_store_accepts_a_breaker() -> None:
     breaker = CircuitBreaker(backoff_ms=10)
     assert isinstance(RedisStore(StoreConfig(url="redis://127.0.0.1:1"), breaker=breaker), RedisStore)
+
+
+def _script_calls(server: RedisServer) -> int:
+    stats = subprocess.run(
+        [require("redis-cli"), "-p", str(server.port), "INFO", "commandstats"], capture_output=True, text=True
+    ).stdout
+    match = re.search(r"cmdstat_evalsha:calls=(\d+)", stats)
+    return int(match.group(1)) if match else 0
+
+
+async def test_a_reconciliation_rides_on_the_teams_next_admission(redis_server: RedisServer, scope: str) -> None:
+    """One script call per request, not two: each reconciliation goes with the next admission,
+    and another replica sees it applied as soon as that admission has run."""
+    limits = Limits(tpm=1_000_000)
+    store, replica = (open_store(StoreConfig(url=redis_server.url, timeout_ms=1000)) for _ in range(2))
+    try:
+        decision = await store.admit(scope, limits, 500)
+        before = _script_calls(redis_server)
+        for _ in range(20):
+            assert decision.reservation is not None
+            await store.reconcile(scope, decision.reservation, 100)
+            decision = await store.admit(scope, limits, 500)
+        assert _script_calls(redis_server) - before == 20  # admissions only
+        [tpm] = await replica.read_usage(scope, limits)
+        assert tpm.used == 20 * 100 + 500  # every reconciliation applied; the last still reserved
+    finally:
+        await store.close()
+        await replica.close()
+
+
+async def test_a_reconciliation_no_admission_takes_is_sent_by_itself(redis_server: RedisServer, scope: str) -> None:
+    limits = Limits(tpm=1_000_000, tokens_per_day=1_000_000)
+    store, replica = (open_store(StoreConfig(url=redis_server.url, timeout_ms=1000)) for _ in range(2))
+    try:
+        decision = await store.admit(scope, limits, 500)
+        assert decision.reservation is not None
+        await store.reconcile(scope, decision.reservation, 120)
+        await asyncio.sleep(RECONCILE_DELAY_S + 0.2)
+        assert {c.name: c.used for c in await replica.read_usage(scope, limits)} == {"tpm": 120, "tokens_per_day": 120}
+        second = await store.admit(scope, limits, 500)
+        assert second.reservation is not None
+        await store.reconcile(scope, second.reservation, 7)
+        await store.close()  # a drain sends what is owed
+        assert {c.name: c.used for c in await replica.read_usage(scope, limits)} == {"tpm": 127, "tokens_per_day": 127}
+    finally:
+        await replica.close()
