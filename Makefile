@@ -82,6 +82,9 @@ bench-memory: $(STAMP) bench-tools
 profile: $(STAMP) bench-tools
 	@$(BIN)/python -c 'import shutil, sys; sys.exit(0 if shutil.which("py-spy", path="$(BIN)") else 1)' || \
 	  $(BIN)/python -m pip install -q py-spy
+	@case "$(PROFILE_ARGS)" in *--instructions*) command -v valgrind >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; } || \
+	  { echo "valgrind is missing (Debian/Ubuntu: sudo apt-get install -y valgrind)"; exit 1; };; esac
 	$(BIN)/python -m bench profile --target $(or $(PROFILE_TARGET),gateway) $(PROFILE_ARGS)
 
 clean:

@@ -68,6 +68,8 @@ def main() -> int:
     prof.add_argument("--stream", action="store_true", help="load with streams instead of JSON")
     prof.add_argument("--top", type=int, default=40)
     prof.add_argument("--cpu", action="store_true", help="no sampling: CPU microseconds per request only")
+    prof.add_argument("--instructions", action="store_true",
+                      help="instructions per request, counted by callgrind (c4 load; needs valgrind)")
     mem.add_argument("--targets", default=os.environ.get("BENCH_MEMORY_TARGETS", "floor,gateway"))
     mem.add_argument("--streams", default=os.environ.get("BENCH_STREAMS", "1000,10000"))
     mem.add_argument("--soak", default=os.environ.get("BENCH_SOAK", "0"), help="seconds of soak; 0 = none")
@@ -78,6 +80,8 @@ def main() -> int:
     if args.command == "profile":
         if args.cpu:
             return profile.cpu_per_request(args.target, args.seconds, args.stream)
+        if args.instructions:
+            return profile.instructions_per_request(args.target, args.seconds, args.stream)
         return profile.run(args.target, args.seconds, args.stream, args.top)
     return cmd_memory(args) if args.command == "memory" else cmd_run(args)
 

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from bench import payloads
-from bench.procs import LOOPBACK, Proc, StartError, spawn, wait_port
+from bench.procs import LOOPBACK, Proc, StartError, spawn, start_timeout, under, wait_port
 
 # Limits far above anything a 2-core run reaches: the limiter does its full work but never says 429.
 _UNREACHABLE_LIMITS = {"rpm": 1_000_000_000, "tpm": 1_000_000_000_000}
@@ -73,6 +73,6 @@ def start(tmp: Path, name: str, cfg: dict[str, Any], timeout: float = 30.0) -> P
         metrics_dir = tmp / f"{name}-metrics"
         metrics_dir.mkdir(exist_ok=True)
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    proc = spawn(name, command(path, port, workers), tmp / f"{name}.log", env=env)
-    wait_port(proc, port, timeout)
+    proc = spawn(name, under(command(path, port, workers)), tmp / f"{name}.log", env=env)
+    wait_port(proc, port, start_timeout(timeout))
     return proc

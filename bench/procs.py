@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shlex
 import signal
 import socket
 import subprocess
@@ -13,6 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
+
+
+#: A command prefix the measured targets (floor, gateway) run under: callgrind for
+#: ``python -m bench profile --instructions``. Empty: run them as they are.
+UNDER_ENV = "BENCH_UNDER"
+
+
+def under(cmd: Sequence[str]) -> list[str]:
+    """``cmd`` run under ``BENCH_UNDER``, if set."""
+    return [*shlex.split(os.environ.get(UNDER_ENV, "")), *cmd]
+
+
+def start_timeout(seconds: float) -> float:
+    """How long a measured target may take to listen: far longer under valgrind (~50x slower)."""
+    return seconds * 15 if os.environ.get(UNDER_ENV) else seconds
 
 
 class StartError(RuntimeError):

@@ -16,12 +16,12 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench import nginx, wrk
 from bench.payloads import JSON_BODY, STREAM_BODY
-from bench.procs import free_port, raise_nofile
+from bench.procs import UNDER_ENV, free_port, raise_nofile
 from bench.settings import Settings
 from bench.targets import TARGETS, Context, probe
 
@@ -122,6 +122,40 @@ def cpu_per_request(target_name: str, seconds: int, stream: bool) -> int:
     print(f"{target_name}{' stream' if stream else ''}: {result.rps:,.0f} req/s, "
           f"{1e6 * used / max(1, result.requests):.0f} CPU us per request ({used:.2f} s CPU)")
     return 0
+
+
+def instructions_per_request(target_name: str, seconds: int, stream: bool) -> int:
+    """Instructions the target runs per request, counted by callgrind. Unlike CPU time they do
+    not move with the neighbours: the same build gives the same count to within a percent, so
+    two builds compare to the instruction. Kernel time (the syscalls) is not counted, and the
+    load is c4, as the target runs some 50 times slower under valgrind."""
+    valgrind, control = shutil.which("valgrind"), shutil.which("callgrind_control")
+    if not valgrind or not control:
+        raise SystemExit("valgrind is missing: `apt-get install valgrind`")
+    with tempfile.TemporaryDirectory(prefix="llm-gateway-callgrind-") as out_dir:
+        out = Path(out_dir) / "callgrind.out"
+        os.environ[UNDER_ENV] = f"{valgrind} --tool=callgrind --callgrind-out-file={out} --dump-instr=no"
+        try:
+            with started(target_name, stream) as t:
+                load = replace(t.load(8), connections=4, threads=1)
+                wrk.run(load, t.tmp, "warm")
+                subprocess.run([control, "-z", str(t.pid)], check=True, capture_output=True)
+                result = wrk.run(replace(load, duration_s=seconds), t.tmp, f"{target_name}-instructions")
+                subprocess.run([control, "-d", str(t.pid)], check=True, capture_output=True)
+                dump = max(Path(out_dir).glob("callgrind.out*"), key=lambda p: p.stat().st_mtime)
+                total = _callgrind_total(dump.read_text())
+        finally:
+            del os.environ[UNDER_ENV]
+    print(f"{target_name}{' stream' if stream else ''}: {result.requests} requests at c4, "
+          f"{total / max(1, result.requests) / 1000:.1f}k instructions per request")
+    return 0
+
+
+def _callgrind_total(dump: str) -> int:
+    for line in dump.splitlines():
+        if line.startswith(("totals:", "summary:")):
+            return int(line.split()[1])
+    raise RuntimeError("callgrind's dump has no totals line")
 
 
 def run(target_name: str, seconds: int, stream: bool, top: int) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from bench import gateway, nginx, payloads, peers
-from bench.procs import LOOPBACK, Proc, StartError, free_port, spawn, wait_port
+from bench.procs import LOOPBACK, Proc, StartError, free_port, spawn, start_timeout, under, wait_port
 
 CLIENT_HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {payloads.CLIENT_KEY}"}
 
@@ -82,10 +82,10 @@ class Floor(Target):
 
     def start(self, ctx: Context) -> Endpoint:
         port = free_port()
-        proc = spawn("floor", [sys.executable, "-m", "bench.floor_proxy", str(port), ctx.upstream],
+        proc = spawn("floor", under([sys.executable, "-m", "bench.floor_proxy", str(port), ctx.upstream]),
                      ctx.tmp / "floor.log", cwd=Path(__file__).resolve().parent.parent)
         self.procs.append(proc)
-        wait_port(proc, port)
+        wait_port(proc, port, start_timeout(20))
         return Endpoint(port, payloads.JSON_PATH, payloads.STREAM_PATH)
 
 

@@ -96,7 +96,7 @@ async def test_completion_replaces_the_reservation_and_releases_unserved_ones(st
     served.usage = Usage(prompt_tokens=90, completion_tokens=210)
     await plugin.completed(served)
     await plugin.completed(unserved)  # usage None: nothing was served
-    await plugin.reconciled()  # on Redis they run after the response, off the request's path
+    await plugin.reconciled()  # on Redis they go with the team's next call, or a moment later
     usage = {c.name: c.used for c in await store.read_usage(team, config.teams[team].limits)}
     assert usage == {"rpm": 2, "tpm": 300, "tokens_per_day": 300}
 
