@@ -135,6 +135,10 @@ class Response:
     def at_eof(self) -> bool:
         return self._eof and not self._buffer
 
+    def ready(self) -> bool:
+        """``readany`` would answer without waiting (data, the end, or an error)."""
+        return bool(self._buffer) or self._eof or self._error is not None
+
     async def read(self) -> bytes:
         """The whole body; at most ``idle_s`` may pass without a byte arriving."""
         self._whole = True

@@ -265,10 +265,19 @@ class Pipeline:
         ex.status = response.status
         relay = StreamRelay(plan, ex.prompt_estimate)
         last = b""
+        sent = False  # anything, the headers included, has gone to the client
         try:
             await client.prepare(ex.request)
             async with response:
-                while chunk := await response.readany():
+                while True:
+                    if not sent and not response.ready():
+                        # The upstream is still thinking: the client hears its 200 now, not
+                        # with the first event.
+                        await client.write(b"")
+                        sent = True
+                    chunk = await response.readany()
+                    if not chunk:
+                        break
                     out = relay.feed(chunk)
                     if not out:
                         continue
@@ -278,6 +287,7 @@ class Pipeline:
                         last = out  # the end of the stream goes out with it, in one write
                         break
                     await client.write(out)
+                    sent = True
                 last += relay.finish()
             await client.write_eof(last)
         except UpstreamUnavailable as err:
@@ -446,9 +456,9 @@ def _json_usage(raw: bytes, prompt_estimate: int) -> Usage | None:
 
 
 class _EventStream(web.StreamResponse):
-    """An SSE response whose status line and headers go out with its first event (aiohttp's
-    StreamResponse sends them at once, in a write of their own): a stream the upstream sent in
-    one read is one write to the client, headers and end included."""
+    """An SSE response whose status line and headers go out with its first event when that has
+    already arrived (aiohttp's StreamResponse sends them at once, in a write of their own): a
+    stream the upstream sent in one read is one write to the client, headers and end included."""
 
     _send_headers_immediately = False
 

@@ -62,6 +62,10 @@ class UpstreamResponse:
         """The whole body has arrived and been read."""
         return self._response.at_eof()
 
+    def ready(self) -> bool:
+        """Something of the body (or its end) has arrived: ``readany`` would not wait."""
+        return self._response.ready()
+
     def close(self) -> None:
         """Drop the connection: used when the client left, so the upstream stops generating."""
         self._pool.discard(self._response.connection)

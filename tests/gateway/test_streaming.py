@@ -30,9 +30,10 @@ EVENTS = [CHUNK % b"Hello", CHUNK % b" there", CHUNK % b" friend", USAGE, DONE]
 class CannedUpstream:
     """An OpenAI-dialect upstream that streams fixed bytes, one write per event, and records."""
 
-    def __init__(self, events: list[bytes], gap_s: float = 0.0) -> None:
+    def __init__(self, events: list[bytes], gap_s: float = 0.0, first_event_after_s: float = 0.0) -> None:
         self.events = events
         self.gap_s = gap_s
+        self.first_event_after_s = first_event_after_s
         self.bodies: list[dict[str, Any]] = []
         self.cancelled = asyncio.Event()
 
@@ -46,6 +47,7 @@ class CannedUpstream:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         try:
+            await asyncio.sleep(self.first_event_after_s)
             for event in self.events:
                 await response.write(event)
                 await asyncio.sleep(self.gap_s)
@@ -150,6 +152,25 @@ async def test_first_chunk_arrives_before_the_second_is_sent(sim: Served) -> Non
     # The first chunk came before the upstream's first pause ended; the rest came one pause apart.
     assert arrivals[0] < 0.35
     assert arrivals[-1] - arrivals[0] > 0.4 * (len(arrivals) - 2)
+
+
+async def test_the_client_hears_the_200_before_a_slow_first_event() -> None:
+    """The upstream answered 200 and thinks before its first token: the client gets the status
+    and headers at once (they go with the first event only when that is already there)."""
+    upstream = CannedUpstream(EVENTS, first_event_after_s=0.6)
+    async with serve_app(upstream.app()) as served, gateway(canned_config(served.url)) as gw:
+        async with aiohttp.ClientSession() as session:
+            started = time.monotonic()
+            async with session.post(
+                f"{gw.url}/v1/chat/completions", headers={"Authorization": f"Bearer {TEAM_KEY}"}, json=BODY
+            ) as resp:
+                headers_after = time.monotonic() - started
+                received = await resp.read()
+                body_after = time.monotonic() - started
+    assert resp.status == 200
+    assert headers_after < 0.4
+    assert body_after >= 0.6
+    assert received == b"".join(event for event in EVENTS if event != USAGE)
 
 
 async def test_client_disconnect_cancels_the_upstream_call() -> None:
