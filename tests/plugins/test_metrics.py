@@ -64,6 +64,12 @@ async def post(gw: Served, path: str, body: dict[str, Any], headers: dict[str, s
         return resp.status, await resp.read()
 
 
+async def chat(gw: Served, model: str = "m-openai", key: str = TEAM_KEY) -> tuple[int, bytes]:
+    """One non-streamed chat completion: status and body."""
+    body = {"model": model, "messages": messages("x")}
+    return await post(gw, "/v1/chat/completions", body, {"Authorization": f"Bearer {key}"})
+
+
 def reported_tokens(text: str) -> dict[Key, float]:
     found = {
         (s["team"], s["model"], s["deployment"], s["kind"]): value
@@ -232,12 +238,7 @@ async def test_rate_limited_requests_are_counted_by_team_and_limit(sim: Served) 
     app = build_app(cfg, plugins)
     async with serve_app(app, make_runner(app, cfg)) as gw:
         for _ in range(3):
-            status, _ = await post(
-                gw,
-                "/v1/chat/completions",
-                {"model": "m-openai", "messages": messages("x")},
-                {"Authorization": f"Bearer {TEAM_KEY}"},
-            )
+            status, _ = await chat(gw)
             assert status == 429
         text = await scrape(gw.url)
     assert samples(text, "gateway_rate_limited_total") == [({"team": "team-a", "limit": "tpm"}, 3.0)]
@@ -279,12 +280,7 @@ async def test_the_api_other_plugins_feed(gw: Served) -> None:
 
 async def test_each_app_counts_on_its_own(sim: Served) -> None:
     async with gateway(matrix_config(sim.url)) as one, gateway(matrix_config(sim.url)) as two:
-        status, _ = await post(
-            one,
-            "/v1/chat/completions",
-            {"model": "m-openai", "messages": messages("x")},
-            {"Authorization": f"Bearer {TEAM_KEY}"},
-        )
+        status, _ = await chat(one)
         assert status == 200
         assert total(await scrape(one.url), REQUESTS) == 1
         assert total(await scrape(two.url), REQUESTS) == 0
@@ -345,12 +341,7 @@ async def test_requests_reach_the_counters_without_a_scrape_within_the_flush_int
     """Recorded values reach prometheus_client by themselves (another worker's scrape reads them
     from this worker's files), not only when this process is scraped."""
     async with gateway(matrix_config(sim.url)) as gw:
-        status, _ = await post(
-            gw,
-            "/v1/chat/completions",
-            {"model": "m-openai", "messages": messages("x")},
-            {"Authorization": f"Bearer {TEAM_KEY}"},
-        )
+        status, _ = await chat(gw)
         assert status == 200
         metrics = gw.runtime.metrics
         child = metrics.requests.labels("team-a", "m-openai", "dep-openai", "openai", "200")
