@@ -102,6 +102,34 @@ async def test_a_scrape_of_either_process_sums_both(sim: Served, tmp_path: Path)
             assert total(text, "gateway_requests_total", status="200") == 2
 
 
+async def test_a_process_that_drains_leaves_every_count_in_the_files(sim: Served, tmp_path: Path) -> None:
+    """Counts reach the shared files in batches (every FLUSH_S and before a scrape); a process
+    stopped with SIGTERM right after its requests writes the last batch as it drains."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    config = tmp_path / "gateway.yaml"
+    config.write_text(matrix_config(sim.url))
+    body = {"model": "m-openai", "messages": [{"role": "user", "content": "hello"}]}
+    with processes(config, directory, 1) as [(proc, url)]:
+        await until_ready(url)
+        async with aiohttp.ClientSession() as session:
+            for _ in range(5):
+                async with session.post(
+                    f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {TEAM_KEY}"}
+                ) as resp:
+                    assert resp.status == 200
+        proc.send_signal(signal.SIGTERM)  # at once: well within one flush interval
+        assert proc.wait(timeout=10) == 0
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, str(directory))  # type: ignore[no-untyped-call]
+    text = generate_latest(registry).decode()
+    assert total(text, "gateway_requests_total", status="200") == 5
+    assert total(text, "gateway_tokens_total", kind="completion", source="reported") == 25
+
+
 def test_multiprocess_mode_holds_when_the_variable_is_set_after_import(tmp_path: Path) -> None:
     """A supervisor may import the gateway (and so prometheus_client) before it sets the variable
     and forks: the workers' values must still go to the shared directory."""
