@@ -21,6 +21,10 @@ class Buckets:
     month: int  # yyyymm
     month_end_ms: int
 
+    def holds(self, at_ms: int) -> bool:
+        """Whether ``at_ms`` falls in this day (and so in this month)."""
+        return self.day_end_ms - DAY_MS <= at_ms < self.day_end_ms
+
 
 def buckets(at_ms: int) -> Buckets:
     day = at_ms // DAY_MS

@@ -23,6 +23,7 @@ from gateway.store.base import (
     Decision,
     Reservation,
     Store,
+    counters,
 )
 from gateway.store.calendar import DAY_MS, Buckets, buckets
 
@@ -133,7 +134,7 @@ class MemoryStore(Store):
 
     def _buckets(self, now_ms: int) -> Buckets:
         # Computed once a day, not once per request.
-        if not (self._calendar.day_end_ms - DAY_MS <= now_ms < self._calendar.day_end_ms):
+        if not self._calendar.holds(now_ms):
             self._calendar = buckets(now_ms)
         return self._calendar
 
@@ -146,18 +147,14 @@ class MemoryStore(Store):
         window_ms: int = MINUTE_MS,
         now_ms: int | None = None,
     ) -> Decision:
-        # On every request's path: one pass, with the window's size and oldest entry read inline.
+        # The usual case, admitted, is decided in one pass; the waits are worked out only for a refusal.
         now = self._clock() if now_ms is None else now_ms
-        s = self._scopes.get(scope)
-        if s is None:
-            s = self._scope(scope)
+        s = self._scope(scope)
         s.trim(now, window_ms)
-        cal = self._calendar
-        if not (cal.day_end_ms - DAY_MS <= now < cal.day_end_ms):
-            cal = self._buckets(now)
+        cal = self._buckets(now)
         day, month = s.days.get(cal.day, 0), s.months.get(cal.month, 0)
         rpm, tpm, per_day, per_month = limits.rpm, limits.tpm, limits.tokens_per_day, limits.tokens_per_month
-        in_window = len(s.times) - s.head
+        in_window = len(s)
         if (
             (not rpm or in_window < rpm)
             and (not tpm or s.tokens + tokens <= tpm)
@@ -192,9 +189,9 @@ class MemoryStore(Store):
             return
         s.reweigh(int(reservation.member), actual_tokens)
         delta = actual_tokens - reservation.tokens
-        cal = self._calendar
-        if not (cal.day_end_ms - DAY_MS <= reservation.at_ms < cal.day_end_ms):
-            cal = buckets(reservation.at_ms)  # charged on an earlier day: not the current buckets
+        at = reservation.at_ms
+        # Charged on an earlier day: its buckets, without replacing the current day's.
+        cal = self._calendar if self._calendar.holds(at) else buckets(at)
         if cal.day in s.days:
             s.days[cal.day] += delta
         if cal.month in s.months:
@@ -214,21 +211,17 @@ class MemoryStore(Store):
     def _counters(
         s: _Scope, limits: Limits, now: int, window_ms: int, *, cal: Buckets, day: int, month: int
     ) -> tuple[Counter, ...]:
-        """``base.counters``, built directly: this runs for every admission."""
-        result: list[Counter] = []
-        if limits.rpm or limits.tpm:
-            head = s.head
-            requests = len(s.times) - head
-            reset = (s.times[head] + window_ms - now) if requests else window_ms
-            if limits.rpm:
-                result.append(Counter(RPM, limits.rpm, requests, reset))
-            if limits.tpm:
-                result.append(Counter(TPM, limits.tpm, s.tokens, reset))
-        if limits.tokens_per_day:
-            result.append(Counter(PER_DAY, limits.tokens_per_day, day, cal.day_end_ms - now))
-        if limits.tokens_per_month:
-            result.append(Counter(PER_MONTH, limits.tokens_per_month, month, cal.month_end_ms - now))
-        return tuple(result)
+        requests = len(s)
+        return counters(
+            limits,
+            requests=requests,
+            tokens=s.tokens,
+            window_reset_ms=(s.time_of(0) + window_ms - now) if requests else window_ms,
+            day_tokens=day,
+            day_reset_ms=cal.day_end_ms - now,
+            month_tokens=month,
+            month_reset_ms=cal.month_end_ms - now,
+        )
 
     async def get(self, key: str) -> str | None:
         item = self._values.get(key)

@@ -177,10 +177,9 @@ class RedisStore(Store):
         args: list[str | int] = [
             "admit", member, tokens, window_ms, now_ms or 0,
             limits.rpm or 0, limits.tpm or 0, limits.tokens_per_day or 0, limits.tokens_per_month or 0,
+            # Applied first; lost with the call if it fails, as a failed reconcile is.
+            *self._owed.pop(scope, ()),
         ]  # fmt: skip
-        owed = self._owed.pop(scope, None)
-        if owed:
-            args += owed  # applied first; lost with the call if it fails, like a failed reconcile
         reply = await self._call("admit", lambda: self._run(scope, args), pooled=False)
         admitted, refused_by, wait, now = int(reply[0]), _text(reply[1]), int(reply[2]), int(reply[3])
         state = _counters(limits, reply)

@@ -10,8 +10,6 @@ def duration(ms: int) -> str:
     """OpenAI's (Go's) duration format: ``12ms``, ``1s``, ``1.5s``, ``6m0s``, ``23h59m59.9s``."""
     if ms < 1000:
         return f"{max(0, ms)}ms"
-    if ms < 60_000:  # the usual case: a rolling window's reset
-        return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms / 1000:.3f}".rstrip("0") + "s"
     hours, rest = divmod(ms, 3_600_000)
     minutes, rest = divmod(rest, 60_000)
     seconds = f"{rest // 1000}" if rest % 1000 == 0 else f"{rest / 1000:.3f}".rstrip("0")
@@ -28,13 +26,12 @@ def rate_limit_headers(counters: tuple[Counter, ...]) -> dict[str, str]:
     tokens: Counter | None = None
     least = 0
     for counter in counters:
+        remaining = counter.remaining
         if counter.name == RPM:
             headers["x-ratelimit-limit-requests"] = str(counter.limit)
-            headers["x-ratelimit-remaining-requests"] = str(max(0, counter.limit - counter.used))
+            headers["x-ratelimit-remaining-requests"] = str(remaining)
             headers["x-ratelimit-reset-requests"] = duration(counter.reset_ms)
-            continue
-        remaining = max(0, counter.limit - counter.used)
-        if tokens is None or remaining < least:
+        elif tokens is None or remaining < least:
             tokens, least = counter, remaining
     if tokens is not None:
         headers["x-ratelimit-limit-tokens"] = str(tokens.limit)
