@@ -65,6 +65,9 @@ class ServerConfig:
     port: int = 8080
     workers: int = 1
     max_body_bytes: int = 8 * 1024 * 1024
+    #: A non-streamed upstream answer larger than this is a 502 (``too_large``), not held in memory.
+    #: The largest legitimate answers are embeddings: 2,048 inputs of 3,072 floats is about 130 MB.
+    max_response_bytes: int = 256 * 1024 * 1024
     shutdown_timeout_s: float = 30.0
     #: Slowloris: a request's line and headers must arrive within this (408 and close otherwise).
     header_timeout_s: float = 10.0
@@ -435,6 +438,7 @@ class _Validator:
                 "port",
                 "workers",
                 "max_body_bytes",
+                "max_response_bytes",
                 "shutdown_timeout_s",
                 "header_timeout_s",
                 "body_timeout_s",
@@ -454,6 +458,7 @@ class _Validator:
             port=self.number(r, "port", path, 8080, minimum=0),
             workers=workers,
             max_body_bytes=self.number(r, "max_body_bytes", path, 8 * 1024 * 1024, minimum=1),
+            max_response_bytes=self.number(r, "max_response_bytes", path, d.max_response_bytes, minimum=1),
             shutdown_timeout_s=self.number(r, "shutdown_timeout_s", path, d.shutdown_timeout_s, kind=float),
             header_timeout_s=self.number(r, "header_timeout_s", path, d.header_timeout_s, kind=float, minimum=0.001),
             body_timeout_s=self.number(r, "body_timeout_s", path, d.body_timeout_s, kind=float, minimum=0.001),

@@ -35,11 +35,22 @@ MAX_IDLE_PER_ORIGIN = 256
 HIGH_WATER = 256 * 1024
 #: An answer's status line and headers may not exceed this.
 MAX_HEAD_BYTES = 64 * 1024
+#: What one network read of a compressed answer may expand to: a few KiB of gzip can inflate to
+#: gigabytes, and the gateway never asks for compression, so a larger expansion is an error.
+MAX_INFLATE_BYTES = 64 * 1024 * 1024
 DNS_TTL_S = 60.0
 
 
 class ProtocolError(Exception):
     """The upstream's bytes are not a valid HTTP/1.1 answer."""
+
+
+class BodyTooLarge(Exception):
+    """An answer read whole is larger than the reader's limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the answer is larger than {limit} bytes")
+        self.limit = limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +98,7 @@ class Response:
         "_eof",
         "_error",
         "_headers_waiter",
+        "_limit",
         "_loop",
         "_paused",
         "_size",
@@ -114,6 +126,8 @@ class Response:
         self._paused = False
         #: The reader wants the whole body (``read``): flow control would only stall it.
         self._whole = False
+        #: The most body bytes (decoded) the reader takes: set by ``read``, unbounded for a stream.
+        self._limit = _UNBOUNDED
         self._decoder: zlib._Decompress | None = None
         self._headers_waiter: asyncio.Future[None] = loop.create_future()
         self._waiter: asyncio.Future[None] | None = None
@@ -139,9 +153,13 @@ class Response:
         """``readany`` would answer without waiting (data, the end, or an error)."""
         return bool(self._buffer) or self._eof or self._error is not None
 
-    async def read(self) -> bytes:
-        """The whole body; at most ``idle_s`` may pass without a byte arriving."""
+    async def read(self, limit: int) -> bytes:
+        """The whole body, ``BodyTooLarge`` past ``limit`` bytes; at most ``idle_s`` between arrivals."""
+        declared = self.headers.get("Content-Length", "")
+        if self._size > limit or (declared.isdigit() and int(declared) > limit):
+            raise BodyTooLarge(limit)  # said before a byte is read: the caller drops the connection
         self._whole = True
+        self._limit = limit
         self._resume()
         while not self._eof:
             await self._wait()
@@ -214,13 +232,20 @@ class Response:
             self._headers_waiter.set_result(None)
 
     def feed(self, data: bytes) -> None:
+        if self._error is not None:
+            return  # refused: what is still in this read goes nowhere
         if self._decoder is not None:
-            data = self._decoder.decompress(data)
+            data = self._decoder.decompress(data, MAX_INFLATE_BYTES)
+            if self._decoder.unconsumed_tail:
+                self._refuse(ProtocolError(f"a compressed read of the answer expands beyond {MAX_INFLATE_BYTES} bytes"))
+                return
             if not data:
                 return
         self._buffer.append(data)
         self._size += len(data)
-        if self._size > HIGH_WATER and not self._paused and not self._whole:
+        if self._size > self._limit:
+            self._refuse(BodyTooLarge(self._limit))
+        elif self._size > HIGH_WATER and not self._paused and not self._whole:
             self._paused = True
             self.connection.pause_reading()
         self._wake()
@@ -243,6 +268,12 @@ class Response:
             self._headers_waiter.set_exception(error)
         self._wake()
 
+    def _refuse(self, error: BaseException) -> None:
+        """Fail the answer and drop its connection, so no more of it arrives or is kept."""
+        self.fail(error)
+        self._buffer = []
+        self.connection.close()
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -255,6 +286,7 @@ class Response:
 
 
 _NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+_UNBOUNDED = 1 << 62
 
 
 class Connection(asyncio.Protocol):

@@ -12,7 +12,7 @@ import itertools
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -207,40 +207,53 @@ class Pipeline:
                 last = err
                 continue
             attempt = _attempt(deployment, response, time.perf_counter() - started)
+            limit = ex.config.server.max_response_bytes
             if response.status >= 400:
-                failure = await self._upstream_error(target, response)
+                failure = await self._upstream_error(target, response, limit)
                 await self._attempted(ex, gen, attempt)
                 if response.status in RETRYABLE and not is_last:
                     last = failure
                     continue
                 raise failure
-            try:
-                await self._attempted(ex, gen, attempt)
-            except BaseException:
-                response.close()  # never relayed: its connection must not stay open
-                raise
             if ex.stream and response.headers.get("Content-Type", "").startswith("text/event-stream"):
+                try:
+                    await self._attempted(ex, gen, attempt)
+                except BaseException:
+                    response.close()  # never relayed: its connection must not stay open
+                    raise
                 return await self._relay_stream(ex, response, outbound.stream_plan)
-            return await self._relay_json(ex, response)
+            try:
+                async with response:
+                    raw = await response.read(limit)
+            except UpstreamUnavailable as err:
+                # Nothing went to the client yet: a body that broke off is a failed attempt like
+                # a refused connection, and the next deployment may answer. One too large would
+                # be as large there.
+                broke = err.reason != "too_large"
+                await self._attempted(ex, gen, _failed(attempt, err.reason, broke))
+                if broke and not is_last:
+                    last = err
+                    continue
+                raise
+            await self._attempted(ex, gen, attempt)
+            return await self._relay_json(ex, response, raw)
         raise last or router.unavailable(ex)
 
     async def _attempted(self, ex: Exchange, gen: Generation, attempt: Attempt) -> None:
         for plugin in gen.observers:
             await plugin.attempted(ex, attempt)
 
-    async def _upstream_error(self, target: Dialect, response: UpstreamResponse) -> GatewayError:
+    async def _upstream_error(self, target: Dialect, response: UpstreamResponse, limit: int) -> GatewayError:
         async with response:
             try:
-                raw = await response.read()
+                raw = await response.read(limit)
             except UpstreamUnavailable as broken:
                 return broken
         failure = target.parse_error(response.status, raw, {})
         failure.headers.update(_forwarded(response.headers, ("retry-after", "retry-after-ms")))
         return failure
 
-    async def _relay_json(self, ex: Exchange, response: UpstreamResponse) -> web.Response:
-        async with response:
-            raw = await response.read()
+    async def _relay_json(self, ex: Exchange, response: UpstreamResponse, raw: bytes) -> web.Response:
         ex.ttfb_s = ex.elapsed_s
         ex.status = response.status
         ex.usage = _json_usage(raw, ex.prompt_estimate)
@@ -420,6 +433,11 @@ def _attempt(deployment: Deployment, response: UpstreamResponse, latency_s: floa
         _int_header(headers, "x-ratelimit-remaining-tokens"),
         _int_header(headers, "x-ratelimit-remaining-requests"),
     )
+
+
+def _failed(attempt: Attempt, reason: str, broke: bool) -> Attempt:
+    """``attempt`` whose answer's body failed: a break counts as no answer (status 0) for routing."""
+    return replace(attempt, status=0 if broke else attempt.status, reason=reason)
 
 
 def _int_header(headers: CIMultiDictProxy[str], name: str) -> int | None:

@@ -23,7 +23,8 @@ class Attempt:
     status: int
     #: The upstream's ``retry-after-ms``/``retry-after``, when it sent one.
     retry_after_ms: int | None = None
-    #: ``connect``, ``timeout``, ``status`` or ``ok``.
+    #: ``connect``, ``timeout``, ``status``, ``ok``, or for a body that failed after the headers
+    #: ``broken``, ``idle_timeout`` (both with status 0) or ``too_large``.
     reason: str = "ok"
     latency_s: float = 0.0
     #: The upstream's ``x-ratelimit-remaining-tokens`` / ``-requests``: its own headroom.

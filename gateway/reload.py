@@ -6,7 +6,7 @@ they started with, whose plugins close after the last of them (``Pipeline.swap``
 error is logged and the old generation keeps serving.
 
 Keys, teams, limits, models and deployments all change this way, and so do the per-request server
-settings (``max_body_bytes``, ``body_timeout_s``). What is bound when the process starts (the
+settings (``max_body_bytes``, ``max_response_bytes``, ``body_timeout_s``). What is bound when the process starts (the
 listening address, the worker count, connection timeouts and header limits, the shutdown timeout)
 needs a restart: a change to it is logged as ignored.
 """
@@ -27,7 +27,7 @@ log = structlog.get_logger("gateway")
 
 #: ``server:`` keys that only a restart applies.
 RESTART_ONLY: tuple[str, ...] = tuple(
-    f.name for f in fields(ServerConfig) if f.name not in {"max_body_bytes", "body_timeout_s"}
+    f.name for f in fields(ServerConfig) if f.name not in {"max_body_bytes", "max_response_bytes", "body_timeout_s"}
 )
 
 

@@ -18,7 +18,7 @@ from multidict import CIMultiDictProxy
 
 from gateway.config import Timeouts
 from gateway.errors import UpstreamUnavailable
-from gateway.http1 import Origin, Pool, ProtocolError, Response, encode_request, target
+from gateway.http1 import BodyTooLarge, Origin, Pool, ProtocolError, Response, encode_request, target
 from plugins.dialects.base import OutboundRequest
 
 #: Sent to every upstream: names the product, not its stack.
@@ -40,9 +40,14 @@ class UpstreamResponse:
         self.status = response.status
         self.headers: CIMultiDictProxy[str] = response.headers
 
-    async def read(self) -> bytes:
+    async def read(self, limit: int) -> bytes:
+        """The whole body, refused past ``limit`` bytes (``max_response_bytes``)."""
         try:
-            return await self._response.read()
+            return await self._response.read(limit)
+        except BodyTooLarge as exc:
+            raise UpstreamUnavailable(
+                f"The upstream's answer is larger than max_response_bytes ({exc.limit} bytes).", reason="too_large"
+            ) from exc
         except TimeoutError as exc:
             raise UpstreamUnavailable("The upstream stopped sending its response.", reason="idle_timeout") from exc
         except (OSError, ProtocolError) as exc:
@@ -101,6 +106,8 @@ class UpstreamClient:
 
     async def send(self, request: OutboundRequest, timeouts: Timeouts) -> UpstreamResponse:
         request.headers["User-Agent"] = USER_AGENT
+        # Without it any coding is acceptable (RFC 9110 §12.5.3); relayed bytes are not re-encoded.
+        request.headers["Accept-Encoding"] = "identity"
         try:
             origin, path = target(request.url)
             data = encode_request(origin, path, request.headers, request.body)
