@@ -32,7 +32,8 @@ from gateway.errors import (
     UpstreamError,
     UpstreamUnavailable,
 )
-from gateway.exchange import Exchange, Usage
+from gateway.exchange import Exchange
+from gateway.json_usage import json_usage
 from gateway.plugin import Attempt, Plugin
 from gateway.sse import StreamRelay
 from gateway.tokens import estimate_prompt
@@ -256,7 +257,7 @@ class Pipeline:
     async def _relay_json(self, ex: Exchange, response: UpstreamResponse, raw: bytes) -> web.Response:
         ex.ttfb_s = ex.elapsed_s
         ex.status = response.status
-        ex.usage = _json_usage(raw, ex.prompt_estimate)
+        ex.usage = json_usage(raw, ex.prompt_estimate)
         headers = self._response_headers(ex, response.headers)
         content_type = response.headers.get("Content-Type", "application/json")
         headers["Content-Type"] = content_type
@@ -459,18 +460,6 @@ def _retry_after_ms(headers: CIMultiDictProxy[str]) -> int | None:
             except ValueError:
                 continue  # an HTTP-date: rare upstream, and the next header may say more
     return None
-
-
-def _json_usage(raw: bytes, prompt_estimate: int) -> Usage | None:
-    if b'"usage"' not in raw:
-        return Usage(prompt_estimate, 0, estimated=True)
-    try:
-        usage = orjson.loads(raw).get("usage")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    if not isinstance(usage, dict):
-        return Usage(prompt_estimate, 0, estimated=True)
-    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
 
 
 class _EventStream(web.StreamResponse):
