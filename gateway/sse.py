@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from gateway.exchange import Usage
+from gateway.json_usage import reported
 from plugins.dialects.base import StreamPlan
 
 _DONE = b"[DONE]"
@@ -142,10 +143,10 @@ class StreamRelay:
             message = orjson.loads(payload)
         except orjson.JSONDecodeError:
             return False
-        usage = message.get("usage") if isinstance(message, dict) else None
-        if not isinstance(usage, dict):
+        usage = reported(message.get("usage") if isinstance(message, dict) else None, 0)
+        if usage.estimated:  # none, or not counts: the content estimate stands
             return False
-        self.reported = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+        self.reported = usage
         return self._plan.withhold_usage_chunk and not message.get("choices")
 
     def _count_text(self, block: bytes) -> None:

@@ -68,3 +68,10 @@ def test_an_unterminated_last_usage_chunk_is_still_withheld() -> None:
     out, r = relay(WITHHOLD, [CHUNK % b"a", USAGE.rstrip(b"\n")])
     assert out == CHUNK % b"a"
     assert r.reported is not None and r.reported.completion_tokens == 3
+
+
+def test_a_usage_chunk_whose_counts_are_not_numbers_leaves_the_estimate_standing() -> None:
+    broken = USAGE.replace(b'"prompt_tokens":7', b'"prompt_tokens":{"text":7}')
+    out, r = relay(PASS, [CHUNK % (b"x" * 40), broken, DONE])
+    assert out == CHUNK % (b"x" * 40) + broken + DONE  # relayed unchanged all the same
+    assert r.reported is None and r.usage().estimated
