@@ -318,7 +318,7 @@ class Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            self._fail(ProtocolError(f"the upstream's answer is not valid HTTP/1.1: {exc}"))
+            self._fail(_parse_failure(exc))
 
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost decides what the EOF meant
@@ -371,6 +371,14 @@ class Connection(asyncio.Protocol):
         if self.response is not None:
             self.response.fail(error)
         self.close()
+
+
+def _parse_failure(exc: Exception) -> Exception:
+    """What a failed parse means. llhttp wraps an error raised by a callback here (it is the
+    context of its own ``HttpParserCallbackError``); that one already says what went wrong."""
+    if isinstance(exc.__context__, ProtocolError):
+        return exc.__context__
+    return ProtocolError(f"the upstream's answer is not valid HTTP/1.1: {exc}")
 
 
 class Pool:

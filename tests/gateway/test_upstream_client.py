@@ -219,6 +219,20 @@ async def test_an_answer_that_is_not_http_is_a_502_in_the_callers_dialect(garbag
         assert orjson.loads(body)["error"]["code"] == "upstream_unavailable"
 
 
+async def test_an_answer_over_the_head_limit_is_named_as_such() -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n")
+        writer.write(b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(70)) + b"\r\n{}")
+        await writer.drain()
+        await reader.read()
+
+    async with RawUpstream(answer) as upstream, gateway(config(upstream.url)) as gw:
+        status, body = await post(gw.url)
+    assert status == 502
+    assert "headers exceed 65536 bytes" in orjson.loads(body)["error"]["message"]
+
+
 async def test_a_header_value_with_a_line_break_is_never_sent() -> None:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise AssertionError("nothing may reach the upstream")
