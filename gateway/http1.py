@@ -52,9 +52,8 @@ class Origin:
     authority: str
 
 
-@functools.lru_cache(maxsize=1024)
 def target(url: str) -> tuple[Origin, str]:
-    """The origin and request target of ``url``; cached, as deployments render few distinct URLs."""
+    """The origin and request target (path and query) of ``url``."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url!r}")
@@ -67,8 +66,14 @@ def target(url: str) -> tuple[Origin, str]:
     return origin, path
 
 
-def encode_request(origin: Origin, path: str, headers: dict[str, str], body: bytes) -> bytes:
-    lines = [f"POST {path} HTTP/1.1\r\nHost: {origin.authority}\r\n"]
+def request_head(origin: Origin, path: str) -> str:
+    """The request line and ``Host`` header, the same for every request to one URL."""
+    return f"POST {path} HTTP/1.1\r\nHost: {origin.authority}\r\n"
+
+
+def encode_request(head: str, headers: dict[str, str], body: bytes) -> bytes:
+    """``head`` (from ``Pool.route``), then ``headers`` and the body."""
+    lines = [head]
     for name, value in headers.items():
         # A line break in a header would let a value start a header (or a request) of its own.
         if "\n" in value or "\r" in value or "\n" in name or "\r" in name or ":" in name:
@@ -391,6 +396,13 @@ class Pool:
         self._tls = ssl.create_default_context()
         self._addresses: dict[tuple[str, int], tuple[float, list[tuple[int, str]]]] = {}
         self._closed = False
+        #: ``route(url)``: cached, as deployments render few distinct URLs.
+        self.route = functools.lru_cache(maxsize=1024)(self._route)
+
+    def _route(self, url: str) -> tuple[Origin, str]:
+        """The origin of ``url`` and the head of every request sent to it."""
+        origin, path = target(url)
+        return origin, request_head(origin, path)
 
     async def acquire(self, origin: Origin, connect_s: float, *, new: bool = False) -> Connection:
         """An idle connection to ``origin`` (``reused``), or a new one; only a new one if ``new``."""

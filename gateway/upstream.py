@@ -18,7 +18,7 @@ from multidict import CIMultiDictProxy
 
 from gateway.config import Timeouts
 from gateway.errors import UpstreamUnavailable
-from gateway.http1 import Origin, Pool, ProtocolError, Response, encode_request, target
+from gateway.http1 import Origin, Pool, ProtocolError, Response, encode_request
 from plugins.dialects.base import OutboundRequest
 
 #: Sent to every upstream: names the product, not its stack.
@@ -102,8 +102,8 @@ class UpstreamClient:
     async def send(self, request: OutboundRequest, timeouts: Timeouts) -> UpstreamResponse:
         request.headers["User-Agent"] = USER_AGENT
         try:
-            origin, path = target(request.url)
-            data = encode_request(origin, path, request.headers, request.body)
+            origin, head = self._pool.route(request.url)
+            data = encode_request(head, request.headers, request.body)
         except ValueError as exc:
             raise UpstreamUnavailable(f"The request cannot be sent upstream: {exc}.", reason="connect") from exc
         try:
