@@ -1,7 +1,8 @@
 """The egress proxy: which upstreams are reached through it, from the environment, as curl does.
 
-``HTTPS_PROXY`` (or ``ALL_PROXY``) names the proxy for https upstreams and ``NO_PROXY`` the hosts
-reached directly; a lowercase variable wins over its uppercase twin. The standard library reads
+``HTTPS_PROXY`` names the proxy for https upstreams, ``HTTP_PROXY`` the one for http upstreams,
+``ALL_PROXY`` the one for either when its own is not set, and ``NO_PROXY`` the hosts reached
+directly; a lowercase variable wins over its uppercase twin. The standard library reads
 them (``urllib.request``), so the rules are the ones Python's own clients follow. They are read
 once, when the upstream client is created: a process's environment does not change while it runs.
 
@@ -60,6 +61,8 @@ class EgressProxies:
 
     #: For https upstreams: ``HTTPS_PROXY``, else ``ALL_PROXY``.
     https: Proxy | None = None
+    #: For http upstreams: ``HTTP_PROXY``, else ``ALL_PROXY``.
+    http: Proxy | None = None
     #: ``NO_PROXY``: hosts and domain suffixes reached directly.
     no_proxy: str = ""
 
@@ -68,11 +71,11 @@ class EgressProxies:
         """Raises ``ValueError`` for a proxy URL the gateway cannot use (which is not ignored:
         traffic meant for the proxy must not go around it)."""
         settings = urllib.request.getproxies_environment()
-        return cls(https=_proxy(settings, "https"), no_proxy=settings.get("no", ""))
+        return cls(https=_proxy(settings, "https"), http=_proxy(settings, "http"), no_proxy=settings.get("no", ""))
 
     def proxy_for(self, host: str, tls: bool) -> Proxy | None:
         """The proxy that reaches ``host``, or None: directly."""
-        proxy = self.https if tls else None
+        proxy = self.https if tls else self.http
         if proxy is None or _bypassed(host, {"no": self.no_proxy}):
             return None
         return proxy
@@ -80,7 +83,11 @@ class EgressProxies:
     def summary(self) -> dict[str, str]:
         """For the log: where each proxy is and what bypasses them, never the credentials; empty
         without a proxy."""
-        summary = {"https_proxy": host_port(self.https.host, self.https.port)} if self.https else {}
+        summary = {
+            f"{scheme}_proxy": host_port(proxy.host, proxy.port)
+            for scheme, proxy in (("https", self.https), ("http", self.http))
+            if proxy is not None
+        }
         if summary and self.no_proxy:
             summary["no_proxy"] = self.no_proxy
         return summary

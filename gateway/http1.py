@@ -8,8 +8,10 @@ only the upstream hop's work: one ``write`` per request, llhttp (``httptools``, 
 for the answer, one watchdog timer per response, and read flow control toward slow consumers.
 
 Through an egress proxy (``gateway.egress``), an https origin is reached by ``CONNECT`` and TLS
-inside the tunnel; once the tunnel is up, the connection is like any other. Whether an origin
-is proxied is decided once per URL (``Pool.route``), not per request.
+inside the tunnel; once the tunnel is up, the connection is like any other. An http origin's
+requests go to the proxy itself, in absolute form (``POST http://host/path``), as curl and
+requests send them: proxies commonly allow CONNECT to port 443 only. Whether an origin is
+proxied is decided once per URL (``Pool.route``), not per request.
 
 Errors leave as ``OSError`` (connect and transport failures; ``ProxyError`` when the proxy is
 the cause), ``ProtocolError`` (an answer that is not HTTP) and ``TimeoutError``;
@@ -55,8 +57,9 @@ class ProtocolError(Exception):
 
 
 class ProxyError(OSError):
-    """The egress proxy cannot be reached, or would not open a tunnel. The message names no
-    address and no credential; when the proxy cannot be reached, the OS's error is the cause."""
+    """The egress proxy cannot be reached, or would not open a tunnel or pass a request on. The
+    message names no address and no credential; when the proxy cannot be reached, the OS's error
+    is the cause."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +89,13 @@ def target(url: str) -> tuple[Origin, str]:
 
 
 def request_head(origin: Origin, path: str) -> str:
-    """The request line and ``Host`` header, the same for every request to one URL."""
-    return f"POST {path} HTTP/1.1\r\nHost: {origin.authority}\r\n"
+    """The request line and ``Host`` header, the same for every request to one URL. To an http
+    origin through a proxy: the whole URL (absolute form), and the proxy's credentials."""
+    proxy = origin.proxy
+    if proxy is None or origin.tls:
+        return f"POST {path} HTTP/1.1\r\nHost: {origin.authority}\r\n"
+    credentials = f"Proxy-Authorization: {proxy.authorization}\r\n" if proxy.authorization else ""
+    return f"POST http://{origin.authority}{path} HTTP/1.1\r\nHost: {origin.authority}\r\n{credentials}"
 
 
 def encode_request(head: str, headers: dict[str, str], body: bytes) -> bytes:
@@ -397,6 +405,15 @@ class Connection(asyncio.Protocol):
         self.close()
 
 
+class _ForwardedConnection(Connection):
+    """A connection to the egress proxy that carries an http origin's requests."""
+
+    def on_headers_complete(self) -> None:
+        if self._parser.get_status_code() == 407:  # the proxy's own answer: the request went no further
+            raise ProxyError(f"the egress proxy refused the request ({_status_text(407)})")
+        super().on_headers_complete()
+
+
 def connect_request(origin: Origin, proxy: Proxy) -> bytes:
     """Asks ``proxy`` for a TCP tunnel to ``origin``: all it learns is the host and port."""
     authority = host_port(origin.host, origin.port)
@@ -460,7 +477,7 @@ def _status_text(status: int) -> str:
 def _parse_failure(exc: Exception) -> Exception:
     """What a failed parse means. llhttp wraps an error raised by a callback here (it is the
     context of its own ``HttpParserCallbackError``); that one already says what went wrong."""
-    if isinstance(exc.__context__, ProtocolError):
+    if isinstance(exc.__context__, (ProtocolError, ProxyError)):
         return exc.__context__
     return ProtocolError(f"the upstream's answer is not valid HTTP/1.1: {exc}")
 
@@ -542,10 +559,13 @@ class Pool:
 
     async def _connect(self, origin: Origin, connect_s: float) -> Connection:
         async with asyncio.timeout(connect_s):  # the proxy's answer and the TLS handshake included
-            if origin.proxy is not None:
-                return await self._tunnel(origin, origin.proxy)
-            factory = functools.partial(Connection, self, origin)
-            return await self._open(origin.host, origin.port, factory, origin.host if origin.tls else None)
+            proxy = origin.proxy
+            if proxy is None:
+                factory = functools.partial(Connection, self, origin)
+                return await self._open(origin.host, origin.port, factory, origin.host if origin.tls else None)
+            if origin.tls:
+                return await self._tunnel(origin, proxy)
+            return await self._reach(proxy, functools.partial(_ForwardedConnection, self, origin))
 
     async def _open(self, host: str, port: int, factory: Callable[[], _P], tls_host: str | None = None) -> _P:
         """A connection to the first of ``host``'s addresses that takes it; TLS, verified for
@@ -569,10 +589,7 @@ class Pool:
     async def _tunnel(self, origin: Origin, proxy: Proxy) -> Connection:
         """TLS to ``origin`` inside a ``CONNECT`` tunnel through ``proxy``, the origin's
         certificate verified as on a direct connection."""
-        try:
-            answer = await self._open(proxy.host, proxy.port, functools.partial(_TunnelAnswer, self.loop))
-        except OSError as exc:
-            raise ProxyError("the egress proxy cannot be reached") from exc
+        answer = await self._reach(proxy, functools.partial(_TunnelAnswer, self.loop))
         transport = answer.transport
         try:
             transport.write(connect_request(origin, proxy))
@@ -585,6 +602,13 @@ class Pool:
         assert tls is not None  # typed Optional; set whenever the handshake completed
         conn.connection_made(tls)  # start_tls gives the protocol its transport without calling this
         return conn
+
+    async def _reach(self, proxy: Proxy, factory: Callable[[], _P]) -> _P:
+        """A connection to ``proxy``; failing that, a ``ProxyError`` caused by the OS's error."""
+        try:
+            return await self._open(proxy.host, proxy.port, factory)
+        except OSError as exc:
+            raise ProxyError("the egress proxy cannot be reached") from exc
 
     async def _resolve(self, host: str, port: int) -> list[tuple[int, str]]:
         """Addresses to try, cached for ``DNS_TTL_S`` so a burst of new connections asks DNS once."""

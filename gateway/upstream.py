@@ -153,6 +153,9 @@ class UpstreamClient:
             try:
                 await response.started(timeouts.first_byte_s)
                 return response
+            except ProxyError as exc:  # an http origin's proxy refused to pass the request on
+                pool.discard(conn)
+                raise _Unreachable() from exc
             except ConnectionError:
                 pool.discard(conn)
                 if fresh or not conn.reused or conn.answered:

@@ -130,10 +130,11 @@ class RawUpstream:
 
 async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
-    length = next(
-        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
-    )
-    return head, await reader.readexactly(length)
+    return head, await reader.readexactly(content_length(head))
+
+
+def content_length(head: bytes) -> int:
+    return next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
 
 
 BODY = orjson.dumps(COMPLETION)
@@ -443,8 +444,10 @@ SECRET = "s3cret-pw"
 
 class EgressProxy:
     """A forward proxy on loopback that behaves as a corporate one does: ``CONNECT host:port``
-    opens a TCP tunnel to the target and splices bytes both ways. Records the head of every
-    request it receives; with ``answer`` set it sends that instead and closes the connection."""
+    opens a TCP tunnel to the target and splices bytes both ways; a request in absolute form
+    (``POST http://host:port/path``) goes on to its host in origin form, without
+    ``Proxy-Authorization``, and the answers come back spliced. Records the head of every request
+    it receives; with ``answer`` set it sends that instead and closes the connection."""
 
     def __init__(self, answer: bytes | None = None) -> None:
         self.answer = answer
@@ -483,18 +486,47 @@ class EgressProxy:
                 writer.write(self.answer)
                 await writer.drain()
                 return
-            method, target, _ = head.split(b"\r\n", 1)[0].split(b" ")
-            assert method == b"CONNECT", head
-            host, _, port = target.decode().rpartition(":")
-            upstream_reader, upstream_writer = await asyncio.open_connection(host.strip("[]"), int(port))
-            self._streams.add(upstream_writer)
-            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            await asyncio.gather(splice(reader, upstream_writer), splice(upstream_reader, writer))
+            if head.startswith(b"CONNECT "):
+                await self._tunnel(head, reader, writer)
+            else:
+                await self._forward(head, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()
             self._handlers.discard(handler)
+
+    async def _tunnel(self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host, _, port = head.split(b" ")[1].decode().rpartition(":")
+        upstream_reader, upstream_writer = await asyncio.open_connection(host.strip("[]"), int(port))
+        self._streams.add(upstream_writer)
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await asyncio.gather(splice(reader, upstream_writer), splice(upstream_reader, writer))
+
+    async def _forward(self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        target = urlsplit(head.split(b" ")[1].decode())
+        upstream_reader, upstream_writer = await asyncio.open_connection(target.hostname, target.port or 80)
+        self._streams.add(upstream_writer)
+        answers = asyncio.ensure_future(splice(upstream_reader, writer))
+        try:
+            while True:  # one request after the other on this connection, until the client closes it
+                body = await reader.readexactly(content_length(head))
+                upstream_writer.write(origin_form(head) + body)
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.heads.append(head)
+        finally:
+            upstream_writer.close()
+            await answers
+
+
+def origin_form(head: bytes) -> bytes:
+    """``head`` as its origin is sent it: ``POST /path``, and no credentials for the proxy."""
+    request_line, *fields = head.split(b"\r\n")
+    method, url, version = request_line.split(b" ")
+    parts = urlsplit(url)
+    path = parts.path + (b"?" + parts.query if parts.query else b"")
+    kept = [field for field in fields if not field.lower().startswith(b"proxy-authorization:")]
+    return b"\r\n".join([b" ".join([method, path, version]), *kept])
 
 
 async def splice(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
@@ -730,6 +762,63 @@ def test_a_proxy_url_the_gateway_cannot_use_stops_it_at_start(
     assert SECRET not in said
 
 
+@LOOPS
+def test_an_http_upstream_is_reached_through_http_proxy_in_absolute_form(
+    new_loop: Callable[[], asyncio.AbstractEventLoop], egress_env: pytest.MonkeyPatch
+) -> None:
+    seen: list[CIMultiDictProxy[str]] = []
+
+    async def main() -> None:
+        async with serve_app(completions_app(seen)) as upstream, EgressProxy() as proxy:
+            egress_env.setenv("HTTP_PROXY", proxy.url_with(f"gw:{SECRET}"))
+            async with upstream_client() as client:
+                assert await ask(client, upstream.url) == (200, COMPLETION)
+                assert await ask(client, upstream.url) == (200, COMPLETION)
+        credentials = base64.b64encode(f"gw:{SECRET}".encode())
+        expected = b"POST %s/v1/chat/completions HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: Basic %s\r\n" % (
+            upstream.url.encode(),
+            authority(upstream.url),
+            credentials,
+        )
+        assert [head.startswith(expected) for head in proxy.heads] == [True, True]
+        assert proxy.connections == 1  # kept alive, as a direct connection is
+        assert [headers.get("Proxy-Authorization") for headers in seen] == [None, None]
+
+    run(new_loop, main())
+
+
+@LOOPS
+def test_a_407_from_the_proxy_of_an_http_upstream_is_a_connect_failure(
+    new_loop: Callable[[], asyncio.AbstractEventLoop], egress_env: pytest.MonkeyPatch
+) -> None:
+    refusal = b'HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="corp"\r\n'
+    refusal += b"Content-Length: 0\r\n\r\n"
+
+    async def main() -> None:
+        async with serve_app(completions_app()) as upstream, EgressProxy(refusal) as proxy:
+            egress_env.setenv("HTTP_PROXY", proxy.url_with(f"gw:{SECRET}"))
+            async with upstream_client() as client:
+                with pytest.raises(UpstreamUnavailable) as caught:
+                    await ask(client, upstream.url)
+        assert caught.value.reason == "connect"
+        assert str(caught.value) == (
+            "Cannot connect to the upstream: the egress proxy refused the request (407 Proxy Authentication Required)."
+        )
+        assert SECRET not in everything_said(caught.value)
+
+    run(new_loop, main())
+
+
+def test_each_scheme_has_its_own_proxy(egress_env: pytest.MonkeyPatch) -> None:
+    egress_env.setenv("HTTPS_PROXY", "http://tls-proxy.corp.example:3128")
+    proxies = EgressProxies.from_environment()
+    assert proxies.proxy_for("api.example", tls=False) is None
+    egress_env.setenv("HTTP_PROXY", "http://plain-proxy.corp.example:8080")
+    proxies = EgressProxies.from_environment()
+    assert proxies.proxy_for("api.example", tls=True) == Proxy("tls-proxy.corp.example", 3128)
+    assert proxies.proxy_for("api.example", tls=False) == Proxy("plain-proxy.corp.example", 8080)
+
+
 def test_a_connect_request_names_only_the_origins_host_and_port() -> None:
     origin, _ = target("https://user:pw@[::1]:8443/openai/v1/chat/completions?api-version=preview")
     assert connect_request(origin, Proxy("proxy.corp.example", 3128, "Basic Z3c6cHc=")) == (
@@ -747,7 +836,9 @@ def test_a_proxys_credentials_stay_out_of_its_repr() -> None:
 def test_all_proxy_is_only_the_fallback(egress_env: pytest.MonkeyPatch) -> None:
     egress_env.setenv("ALL_PROXY", "socks5://proxy.corp.example:1080")  # for other tools
     egress_env.setenv("HTTPS_PROXY", "proxy.corp.example:3128")  # no scheme: http://, as curl reads it
-    assert EgressProxies.from_environment().https == Proxy("proxy.corp.example", 3128)
+    egress_env.setenv("HTTP_PROXY", "http://proxy.corp.example:3128")
+    proxies = EgressProxies.from_environment()
+    assert proxies.https == proxies.http == Proxy("proxy.corp.example", 3128)
 
 
 async def test_a_gateway_process_reaches_its_upstream_through_the_egress_proxy(
