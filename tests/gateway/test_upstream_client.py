@@ -578,11 +578,11 @@ async def upstream_client() -> AsyncIterator[UpstreamClient]:
         await client.close()
 
 
-async def ask(client: UpstreamClient, base_url: str) -> tuple[int, Any]:
+async def ask(client: UpstreamClient, base_url: str, connect_s: float = 5) -> tuple[int, Any]:
     request = OutboundRequest(
         f"{base_url}/v1/chat/completions", {"Content-Type": "application/json"}, orjson.dumps(CHAT), StreamPlan()
     )
-    async with await client.send(request, Timeouts(connect_s=5)) as response:
+    async with await client.send(request, Timeouts(connect_s=connect_s)) as response:
         return response.status, orjson.loads(await response.read())
 
 
@@ -711,6 +711,26 @@ def test_a_proxy_that_cannot_be_reached_is_a_connect_failure(
         assert caught.value.reason == "connect"
         assert str(caught.value).startswith("Cannot connect to the upstream: the egress proxy cannot be reached (")
         assert SECRET not in everything_said(caught.value)
+
+    run(new_loop, main())
+
+
+@LOOPS
+def test_a_proxy_that_never_answers_connect_is_bounded_by_connect_s(
+    new_loop: Callable[[], asyncio.AbstractEventLoop], egress_env: pytest.MonkeyPatch
+) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # takes CONNECT, says nothing, until the gateway gives up
+
+    async def main() -> None:
+        async with RawUpstream(silent) as proxy:
+            egress_env.setenv("HTTPS_PROXY", proxy.url)
+            async with upstream_client() as client:
+                with pytest.raises(UpstreamUnavailable) as caught:
+                    await asyncio.wait_for(ask(client, "https://localhost:1", connect_s=0.2), 5)
+        assert caught.value.reason == "connect"
+        assert str(caught.value) == "Cannot connect to the upstream through the egress proxy within 0.2 s."
+        assert proxy.connections == 1
 
     run(new_loop, main())
 
