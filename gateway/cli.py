@@ -51,6 +51,7 @@ def _check_config(path: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from gateway.egress import EgressProxies
     from gateway.reload import ConfigFile
     from gateway.server import run
 
@@ -63,6 +64,11 @@ def _run(args: argparse.Namespace) -> int:
     except config_module.ConfigError as exc:
         for error in exc.errors:
             print(error, file=sys.stderr)
+        return 1
+    try:
+        EgressProxies.from_environment()  # read again by the upstream client: a bad URL stops the start here
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
         return 1
     configure(cfg.logging.level, cfg.logging.format)
     host = args.host or cfg.server.host

@@ -7,24 +7,36 @@ read), which was the largest single share of the gateway's CPU per request. This
 only the upstream hop's work: one ``write`` per request, llhttp (``httptools``, uvicorn's parser)
 for the answer, one watchdog timer per response, and read flow control toward slow consumers.
 
-Errors leave as ``OSError`` (connect and transport failures), ``ProtocolError`` (an answer
-that is not HTTP) and ``TimeoutError``; ``gateway.upstream`` translates them.
+Through an egress proxy (``gateway.egress``), an https origin is reached by ``CONNECT`` and TLS
+inside the tunnel; once the tunnel is up, the connection is like any other. An http origin's
+requests go to the proxy itself, in absolute form (``POST http://host/path``), as curl and
+requests send them: proxies commonly allow CONNECT to port 443 only. Whether an origin is
+proxied is decided once per URL (``Pool.route``), not per request.
+
+Errors leave as ``OSError`` (connect and transport failures; ``ProxyError`` when the proxy is
+the cause), ``ProtocolError`` (an answer that is not HTTP) and ``TimeoutError``;
+``gateway.upstream`` translates them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import re
 import socket
 import ssl
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from http import HTTPStatus
+from typing import TypeVar, cast
 from urllib.parse import urlsplit
 
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from gateway.egress import EgressProxies, Proxy, host_port
 
 #: Idle connections older than this are closed rather than reused: a server's own keep-alive
 #: timeout (nginx: 75 s) should not race a request sent on a connection it is about to close.
@@ -40,6 +52,8 @@ MAX_HEAD_BYTES = 64 * 1024
 MAX_INFLATE_BYTES = 64 * 1024 * 1024
 DNS_TTL_S = 60.0
 
+_P = TypeVar("_P", bound=asyncio.Protocol)
+
 
 class ProtocolError(Exception):
     """The upstream's bytes are not a valid HTTP/1.1 answer."""
@@ -53,6 +67,12 @@ class BodyTooLarge(Exception):
         self.limit = limit
 
 
+class ProxyError(OSError):
+    """The egress proxy cannot be reached, or would not open a tunnel or pass a request on. The
+    message names no address and no credential; when the proxy cannot be reached, the OS's error
+    is the cause."""
+
+
 @dataclass(frozen=True, slots=True)
 class Origin:
     key: tuple[str, str, int]
@@ -61,11 +81,12 @@ class Origin:
     tls: bool
     #: The ``Host`` header: the URL's host and port as written, without credentials.
     authority: str
+    #: The egress proxy connections go through, or None: directly.
+    proxy: Proxy | None = None
 
 
-@functools.lru_cache(maxsize=1024)
 def target(url: str) -> tuple[Origin, str]:
-    """The origin and request target of ``url``; cached, as deployments render few distinct URLs."""
+    """The origin and request target (path and query) of ``url``."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url!r}")
@@ -78,8 +99,19 @@ def target(url: str) -> tuple[Origin, str]:
     return origin, path
 
 
-def encode_request(origin: Origin, path: str, headers: dict[str, str], body: bytes) -> bytes:
-    lines = [f"POST {path} HTTP/1.1\r\nHost: {origin.authority}\r\n"]
+def request_head(origin: Origin, path: str) -> str:
+    """The request line and ``Host`` header, the same for every request to one URL. To an http
+    origin through a proxy: the whole URL (absolute form), and the proxy's credentials."""
+    proxy = origin.proxy
+    if proxy is None or origin.tls:
+        return f"POST {path} HTTP/1.1\r\nHost: {origin.authority}\r\n"
+    credentials = f"Proxy-Authorization: {proxy.authorization}\r\n" if proxy.authorization else ""
+    return f"POST http://{origin.authority}{path} HTTP/1.1\r\nHost: {origin.authority}\r\n{credentials}"
+
+
+def encode_request(head: str, headers: dict[str, str], body: bytes) -> bytes:
+    """``head`` (from ``Pool.route``), then ``headers`` and the body."""
+    lines = [head]
     for name, value in headers.items():
         # A line break in a header would let a value start a header (or a request) of its own.
         if "\n" in value or "\r" in value or "\n" in name or "\r" in name or ":" in name:
@@ -350,7 +382,7 @@ class Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            self._fail(ProtocolError(f"the upstream's answer is not valid HTTP/1.1: {exc}"))
+            self._fail(_parse_failure(exc))
 
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost decides what the EOF meant
@@ -405,6 +437,83 @@ class Connection(asyncio.Protocol):
         self.close()
 
 
+class _ForwardedConnection(Connection):
+    """A connection to the egress proxy that carries an http origin's requests."""
+
+    def on_headers_complete(self) -> None:
+        if self._parser.get_status_code() == 407:  # the proxy's own answer: the request went no further
+            raise ProxyError(f"the egress proxy refused the request ({_status_text(407)})")
+        super().on_headers_complete()
+
+
+def connect_request(origin: Origin, proxy: Proxy) -> bytes:
+    """Asks ``proxy`` for a TCP tunnel to ``origin``: all it learns is the host and port."""
+    authority = host_port(origin.host, origin.port)
+    credentials = f"Proxy-Authorization: {proxy.authorization}\r\n" if proxy.authorization else ""
+    return f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{credentials}\r\n".encode("latin-1")
+
+
+#: The status line of the proxy's answer to ``CONNECT``; the status is what matters.
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3})(?: [^\r\n]*)?")
+
+
+class _TunnelAnswer(asyncio.Protocol):
+    """The egress proxy's answer to ``CONNECT``, read up to the end of its head."""
+
+    transport: asyncio.Transport
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        #: Done when the proxy answered 2xx: the tunnel is open. A ``ProxyError`` otherwise.
+        self.established: asyncio.Future[None] = loop.create_future()
+        self._head = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.established.done():
+            return
+        self._head += data
+        if b"\r\n\r\n" in self._head:
+            self._answered(self._head.partition(b"\r\n")[0])
+        elif len(self._head) > MAX_HEAD_BYTES:
+            self._fail(ProxyError(f"the egress proxy's answer to CONNECT exceeds {MAX_HEAD_BYTES} bytes"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        error = ProxyError("the egress proxy closed the connection before answering CONNECT")
+        error.__cause__ = exc
+        self._fail(error)
+
+    def _answered(self, status_line: bytes) -> None:
+        match = _STATUS_LINE.fullmatch(status_line)
+        if match is None:
+            self._fail(ProxyError("the egress proxy's answer to CONNECT is not HTTP/1.1"))
+        elif not match[1].startswith(b"2"):
+            self._fail(ProxyError(f"the egress proxy refused the tunnel ({_status_text(int(match[1]))})"))
+        else:
+            self.established.set_result(None)
+
+    def _fail(self, error: ProxyError) -> None:
+        if not self.established.done():
+            self.established.set_exception(error)
+
+
+def _status_text(status: int) -> str:
+    """``407 Proxy Authentication Required``: the standard reason phrase, not the proxy's words."""
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
+
+
+def _parse_failure(exc: Exception) -> Exception:
+    """What a failed parse means. llhttp wraps an error raised by a callback here (it is the
+    context of its own ``HttpParserCallbackError``); that one already says what went wrong."""
+    if isinstance(exc.__context__, (ProtocolError, ProxyError)):
+        return exc.__context__
+    return ProtocolError(f"the upstream's answer is not valid HTTP/1.1: {exc}")
+
+
 class Pool:
     """Idle keep-alive connections per origin, newest first."""
 
@@ -415,6 +524,18 @@ class Pool:
         self._tls = ssl.create_default_context()
         self._addresses: dict[tuple[str, int], tuple[float, list[tuple[int, str]]]] = {}
         self._closed = False
+        #: Read once: a process's environment does not change while it runs.
+        self.proxies = EgressProxies.from_environment()
+        #: ``route(url)``: cached, as deployments render few distinct URLs.
+        self.route = functools.lru_cache(maxsize=1024)(self._route)
+
+    def _route(self, url: str) -> tuple[Origin, str]:
+        """The origin of ``url``, with the proxy that reaches it, and the head of every request sent to it."""
+        origin, path = target(url)
+        proxy = self.proxies.proxy_for(origin.host, origin.tls)
+        if proxy is not None:
+            origin = dataclasses.replace(origin, proxy=proxy)
+        return origin, request_head(origin, path)
 
     async def acquire(self, origin: Origin, connect_s: float, *, new: bool = False) -> Connection:
         """An idle connection to ``origin`` (``reused``), or a new one; only a new one if ``new``."""
@@ -469,23 +590,57 @@ class Pool:
         self._busy.clear()
 
     async def _connect(self, origin: Origin, connect_s: float) -> Connection:
-        factory: Callable[[], Connection] = functools.partial(Connection, self, origin)
-        async with asyncio.timeout(connect_s):
-            last: OSError | None = None
-            for family, address in await self._resolve(origin.host, origin.port):
-                try:
-                    _, conn = await self.loop.create_connection(
-                        factory,
-                        address,
-                        origin.port,
-                        family=family,
-                        ssl=self._tls if origin.tls else None,
-                        server_hostname=origin.host if origin.tls else None,
-                    )
-                    return conn
-                except OSError as exc:  # ssl.SSLError is an OSError
-                    last = exc
-            raise last or OSError(f"{origin.host} has no address")
+        async with asyncio.timeout(connect_s):  # the proxy's answer and the TLS handshake included
+            proxy = origin.proxy
+            if proxy is None:
+                factory = functools.partial(Connection, self, origin)
+                return await self._open(origin.host, origin.port, factory, origin.host if origin.tls else None)
+            if origin.tls:
+                return await self._tunnel(origin, proxy)
+            return await self._reach(proxy, functools.partial(_ForwardedConnection, self, origin))
+
+    async def _open(self, host: str, port: int, factory: Callable[[], _P], tls_host: str | None = None) -> _P:
+        """A connection to the first of ``host``'s addresses that takes it; TLS, verified for
+        ``tls_host``, unless that is None."""
+        last: OSError | None = None
+        for family, address in await self._resolve(host, port):
+            try:
+                _, protocol = await self.loop.create_connection(
+                    factory,
+                    address,
+                    port,
+                    family=family,
+                    ssl=self._tls if tls_host is not None else None,
+                    server_hostname=tls_host,
+                )
+                return protocol
+            except OSError as exc:  # ssl.SSLError is an OSError
+                last = exc
+        raise last or OSError(f"{host} has no address")
+
+    async def _tunnel(self, origin: Origin, proxy: Proxy) -> Connection:
+        """TLS to ``origin`` inside a ``CONNECT`` tunnel through ``proxy``, the origin's
+        certificate verified as on a direct connection."""
+        answer = await self._reach(proxy, functools.partial(_TunnelAnswer, self.loop))
+        transport = answer.transport
+        try:
+            transport.write(connect_request(origin, proxy))
+            await answer.established
+            conn = Connection(self, origin)
+            tls = await self.loop.start_tls(transport, conn, self._tls, server_hostname=origin.host)
+        except BaseException:
+            transport.close()
+            raise
+        assert tls is not None  # typed Optional; set whenever the handshake completed
+        conn.connection_made(tls)  # start_tls gives the protocol its transport without calling this
+        return conn
+
+    async def _reach(self, proxy: Proxy, factory: Callable[[], _P]) -> _P:
+        """A connection to ``proxy``; failing that, a ``ProxyError`` caused by the OS's error."""
+        try:
+            return await self._open(proxy.host, proxy.port, factory)
+        except OSError as exc:
+            raise ProxyError("the egress proxy cannot be reached") from exc
 
     async def _resolve(self, host: str, port: int) -> list[tuple[int, str]]:
         """Addresses to try, cached for ``DNS_TTL_S`` so a burst of new connections asks DNS once."""

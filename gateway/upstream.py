@@ -4,9 +4,10 @@ Every error raised while talking to an upstream is translated here, once, into
 ``UpstreamUnavailable`` (with a ``reason`` routing and metrics can use). Nothing above this
 module sees socket, TLS or parser errors.
 
-Timeouts: ``connect_s`` for the DNS lookup and TCP/TLS connect, ``first_byte_s`` until the
-response headers, ``idle_s`` between two arrivals of body bytes. There is no total timeout, so a
-live stream may run as long as it keeps sending.
+Timeouts: ``connect_s`` for the DNS lookup and TCP/TLS connect (through an egress proxy, its
+answer to CONNECT too), ``first_byte_s`` until the response headers, ``idle_s`` between two
+arrivals of body bytes. There is no total timeout, so a live stream may run as long as it keeps
+sending.
 """
 
 from __future__ import annotations
@@ -14,15 +15,18 @@ from __future__ import annotations
 import asyncio
 from types import TracebackType
 
+import structlog
 from multidict import CIMultiDictProxy
 
 from gateway.config import Timeouts
 from gateway.errors import UpstreamUnavailable
-from gateway.http1 import BodyTooLarge, Origin, Pool, ProtocolError, Response, encode_request, target
+from gateway.http1 import BodyTooLarge, Origin, Pool, ProtocolError, ProxyError, Response, encode_request
 from plugins.dialects.base import OutboundRequest
 
 #: Sent to every upstream: names the product, not its stack.
 USER_AGENT = "llm-gateway"
+
+log = structlog.get_logger("gateway")
 
 
 class _Unreachable(Exception):
@@ -99,7 +103,12 @@ class UpstreamClient:
 
     @classmethod
     def create(cls) -> UpstreamClient:
-        return cls(Pool(asyncio.get_running_loop()))
+        """A client for this process; the egress proxy settings are read from the environment now."""
+        pool = Pool(asyncio.get_running_loop())
+        proxies = pool.proxies.summary()
+        if proxies:
+            log.info("egress_proxy", **proxies)
+        return cls(pool)
 
     async def close(self) -> None:
         self._pool.close()
@@ -109,8 +118,8 @@ class UpstreamClient:
         # Without it any coding is acceptable (RFC 9110 §12.5.3); relayed bytes are not re-encoded.
         request.headers["Accept-Encoding"] = "identity"
         try:
-            origin, path = target(request.url)
-            data = encode_request(origin, path, request.headers, request.body)
+            origin, head = self._pool.route(request.url)
+            data = encode_request(head, request.headers, request.body)
         except ValueError as exc:
             raise UpstreamUnavailable(f"The request cannot be sent upstream: {exc}.", reason="connect") from exc
         try:
@@ -118,7 +127,8 @@ class UpstreamClient:
         except _Unreachable as exc:
             cause = exc.__cause__
             if isinstance(cause, TimeoutError):
-                message = f"Cannot connect to the upstream within {timeouts.connect_s:g} s."
+                through = " through the egress proxy" if origin.proxy is not None else ""
+                message = f"Cannot connect to the upstream{through} within {timeouts.connect_s:g} s."
             else:
                 message = f"Cannot connect to the upstream: {_describe(cause or exc)}."
             raise UpstreamUnavailable(message, reason="connect") from cause
@@ -150,6 +160,9 @@ class UpstreamClient:
             try:
                 await response.started(timeouts.first_byte_s)
                 return response
+            except ProxyError as exc:  # an http origin's proxy refused to pass the request on
+                pool.discard(conn)
+                raise _Unreachable() from exc
             except ConnectionError:
                 pool.discard(conn)
                 if fresh or not conn.reused or conn.answered:
@@ -162,6 +175,11 @@ class UpstreamClient:
 
 def _describe(exc: BaseException) -> str:
     """What went wrong, for an error body: the OS's words where there are some, never an address."""
+    if isinstance(exc, ProxyError):
+        # The gateway's own words (never the proxy URL: it may hold a password), then the OS's
+        # for why the proxy could not be reached.
+        cause = exc.__cause__
+        return f"{exc} ({_describe(cause)})" if cause is not None else str(exc)
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__

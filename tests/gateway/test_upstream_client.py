@@ -3,22 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
+import os
 import socket
 import ssl
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 import pytest
 import trustme
+import uvloop
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
-from gateway.http1 import target
+from gateway import cli
+from gateway.config import Timeouts
+from gateway.egress import EgressProxies, Proxy
+from gateway.errors import UpstreamUnavailable
+from gateway.http1 import connect_request, target
+from gateway.upstream import UpstreamClient
+from plugins.dialects.base import OutboundRequest, StreamPlan
+from tests.gateway.test_server import process_config
 from tests.harness import OTHER_TEAM_KEY, TEAM_KEY, free_port, gateway, serve_app
+from tests.processes import gateway_process
 
 COMPLETION = {
     "id": "c1",
@@ -116,10 +130,11 @@ class RawUpstream:
 
 async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
-    length = next(
-        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
-    )
-    return head, await reader.readexactly(length)
+    return head, await reader.readexactly(content_length(head))
+
+
+def content_length(head: bytes) -> int:
+    return next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
 
 
 BODY = orjson.dumps(COMPLETION)
@@ -219,6 +234,20 @@ async def test_an_answer_that_is_not_http_is_a_502_in_the_callers_dialect(garbag
         assert orjson.loads(body)["error"]["code"] == "upstream_unavailable"
 
 
+async def test_an_answer_over_the_head_limit_is_named_as_such() -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n")
+        writer.write(b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(70)) + b"\r\n{}")
+        await writer.drain()
+        await reader.read()
+
+    async with RawUpstream(answer) as upstream, gateway(config(upstream.url)) as gw:
+        status, body = await post(gw.url)
+    assert status == 502
+    assert "headers exceed 65536 bytes" in orjson.loads(body)["error"]["message"]
+
+
 async def test_a_header_value_with_a_line_break_is_never_sent() -> None:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise AssertionError("nothing may reach the upstream")
@@ -280,22 +309,37 @@ def test_targets_are_parsed_once_per_url() -> None:
         target("ftp://example.com/v1")
 
 
-async def test_tls_upstreams_are_verified(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    ca = trustme.CA()
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(server_tls)
+def completions_app(seen: list[CIMultiDictProxy[str]] | None = None) -> web.Application:
+    """Answers every chat completion with ``COMPLETION``; records each request's headers in ``seen``."""
 
-    async def answer(_: web.Request) -> web.Response:
+    async def answer(request: web.Request) -> web.Response:
+        if seen is not None:
+            seen.append(request.headers)
         return web.json_response(COMPLETION)
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", answer)
+    return app
+
+
+@asynccontextmanager
+async def tls_upstream(ca: trustme.CA, app: web.Application) -> AsyncIterator[str]:
+    """``app`` over TLS on loopback, with a certificate for ``localhost`` from ``ca``; yields its URL."""
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_tls)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_tls).start()
-    url = f"https://localhost:{port}"  # localhost may resolve to ::1 first: the next address is tried
     try:
+        yield f"https://localhost:{port}"  # localhost may resolve to ::1 first: the next address is tried
+    finally:
+        await runner.cleanup()
+
+
+async def test_tls_upstreams_are_verified(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    async with tls_upstream(ca, completions_app()) as url:
         async with gateway(config(url)) as gw:
             status, body = await post(gw.url)
         assert status == 502
@@ -306,8 +350,6 @@ async def test_tls_upstreams_are_verified(monkeypatch: pytest.MonkeyPatch, tmp_p
         async with gateway(config(url)) as gw:
             status, body = await post(gw.url)
         assert (status, orjson.loads(body)) == (200, COMPLETION)
-    finally:
-        await runner.cleanup()
 
 
 async def test_a_json_answer_larger_than_the_read_buffer_arrives_whole() -> None:
@@ -393,3 +435,451 @@ async def test_a_new_connection_dropped_without_an_answer_is_not_retried() -> No
     assert status == 502
     assert dropped == 1
     assert upstream.connections == 1
+
+
+# -- an egress proxy between the gateway and its upstreams -----------------------------------------
+
+SECRET = "s3cret-pw"
+
+
+class EgressProxy:
+    """A forward proxy on loopback that behaves as a corporate one does: ``CONNECT host:port``
+    opens a TCP tunnel to the target and splices bytes both ways; a request in absolute form
+    (``POST http://host:port/path``) goes on to its host in origin form, without
+    ``Proxy-Authorization``, and the answers come back spliced. Records the head of every request
+    it receives; with ``answer`` set it sends that instead and closes the connection."""
+
+    def __init__(self, answer: bytes | None = None) -> None:
+        self.answer = answer
+        self.heads: list[bytes] = []
+        self.connections = 0
+        self.url = ""
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._streams: set[asyncio.StreamWriter] = set()
+
+    async def __aenter__(self) -> EgressProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for stream in self._streams:
+            stream.close()  # and so every handler ends
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+
+    def url_with(self, credentials: str) -> str:
+        return self.url.replace("http://", f"http://{credentials}@")
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._handlers.add(handler)
+        self._streams.add(writer)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            self.heads.append(head)
+            if self.answer is not None:
+                writer.write(self.answer)
+                await writer.drain()
+                return
+            if head.startswith(b"CONNECT "):
+                await self._tunnel(head, reader, writer)
+            else:
+                await self._forward(head, reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            self._handlers.discard(handler)
+
+    async def _tunnel(self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host, _, port = head.split(b" ")[1].decode().rpartition(":")
+        upstream_reader, upstream_writer = await asyncio.open_connection(host.strip("[]"), int(port))
+        self._streams.add(upstream_writer)
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await asyncio.gather(splice(reader, upstream_writer), splice(upstream_reader, writer))
+
+    async def _forward(self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        target = urlsplit(head.split(b" ")[1].decode())
+        upstream_reader, upstream_writer = await asyncio.open_connection(target.hostname, target.port or 80)
+        self._streams.add(upstream_writer)
+        answers = asyncio.ensure_future(splice(upstream_reader, writer))
+        try:
+            while True:  # one request after the other on this connection, until the client closes it
+                body = await reader.readexactly(content_length(head))
+                upstream_writer.write(origin_form(head) + body)
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.heads.append(head)
+        finally:
+            upstream_writer.close()
+            await answers
+
+
+def origin_form(head: bytes) -> bytes:
+    """``head`` as its origin is sent it: ``POST /path``, and no credentials for the proxy."""
+    request_line, *fields = head.split(b"\r\n")
+    method, url, version = request_line.split(b" ")
+    parts = urlsplit(url)
+    path = parts.path + (b"?" + parts.query if parts.query else b"")
+    kept = [field for field in fields if not field.lower().startswith(b"proxy-authorization:")]
+    return b"\r\n".join([b" ".join([method, path, version]), *kept])
+
+
+async def splice(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    """``source``'s bytes to ``sink`` until either end closes; then ``sink`` is closed too."""
+    try:
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+    except ConnectionError:
+        pass
+    finally:
+        sink.close()
+
+
+LOOPS = pytest.mark.parametrize("new_loop", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"])
+
+
+def run(new_loop: Callable[[], asyncio.AbstractEventLoop], main: Coroutine[Any, Any, None]) -> None:
+    """``main`` on an event loop from ``new_loop``: the gateway serves on uvloop, whose TLS
+    upgrade of a connection (``start_tls``) is its own code, not asyncio's."""
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        runner.run(main)
+
+
+@pytest.fixture
+def egress_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No proxy variable but those the test sets."""
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+@pytest.fixture
+def trusted_ca(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> trustme.CA:
+    """A CA the process trusts, as an organisation's is trusted: through ``SSL_CERT_FILE``."""
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    return ca
+
+
+@asynccontextmanager
+async def upstream_client() -> AsyncIterator[UpstreamClient]:
+    client = UpstreamClient.create()  # the proxy variables and SSL_CERT_FILE are read now
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def ask(client: UpstreamClient, base_url: str, connect_s: float = 5) -> tuple[int, Any]:
+    request = OutboundRequest(
+        f"{base_url}/v1/chat/completions", {"Content-Type": "application/json"}, orjson.dumps(CHAT), StreamPlan()
+    )
+    async with await client.send(request, Timeouts(connect_s=connect_s)) as response:
+        return response.status, orjson.loads(await response.read(1 << 20))
+
+
+def authority(url: str) -> bytes:
+    return urlsplit(url).netloc.encode()
+
+
+@LOOPS
+@pytest.mark.parametrize("variable", ["HTTPS_PROXY", "https_proxy", "ALL_PROXY"])
+def test_an_https_upstream_is_reached_through_a_tunnel_that_is_kept_alive(
+    new_loop: Callable[[], asyncio.AbstractEventLoop],
+    variable: str,
+    egress_env: pytest.MonkeyPatch,
+    trusted_ca: trustme.CA,
+) -> None:
+    seen: list[CIMultiDictProxy[str]] = []
+
+    async def main() -> None:
+        async with tls_upstream(trusted_ca, completions_app(seen)) as url, EgressProxy() as proxy:
+            egress_env.setenv(variable, proxy.url)
+            egress_env.setenv("NO_PROXY", "internal.example,host")  # neither covers localhost
+            async with upstream_client() as client:
+                assert await ask(client, url) == (200, COMPLETION)
+                assert await ask(client, url) == (200, COMPLETION)
+        # One tunnel for both requests; the proxy saw only where to, TLS ran end to end inside.
+        assert proxy.heads == [b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (authority(url), authority(url))]
+        assert len(seen) == 2
+
+    run(new_loop, main())
+
+
+@LOOPS
+def test_the_proxy_credentials_go_to_the_proxy_and_nowhere_else(
+    new_loop: Callable[[], asyncio.AbstractEventLoop], egress_env: pytest.MonkeyPatch, trusted_ca: trustme.CA
+) -> None:
+    seen: list[CIMultiDictProxy[str]] = []
+
+    async def main() -> None:
+        async with tls_upstream(trusted_ca, completions_app(seen)) as url, EgressProxy() as proxy:
+            egress_env.setenv("HTTPS_PROXY", proxy.url_with("gw%40corp:p%3Ass%2Fw%C3%B6rd"))  # percent-encoded
+            async with upstream_client() as client:
+                assert await ask(client, url) == (200, COMPLETION)
+        (head,) = proxy.heads
+        assert b"\r\nProxy-Authorization: Basic %s\r\n" % base64.b64encode("gw@corp:p:ss/wörd".encode()) in head
+        assert [headers.get("Proxy-Authorization") for headers in seen] == [None]
+
+    run(new_loop, main())
+
+
+@pytest.mark.parametrize("no_proxy", ["localhost", "internal.example, LOCALHOST", "*"])
+async def test_hosts_in_no_proxy_are_reached_directly(
+    no_proxy: str, egress_env: pytest.MonkeyPatch, trusted_ca: trustme.CA
+) -> None:
+    async with tls_upstream(trusted_ca, completions_app()) as url, EgressProxy() as proxy:
+        egress_env.setenv("HTTPS_PROXY", proxy.url)
+        egress_env.setenv("no_proxy", no_proxy)
+        async with upstream_client() as client:
+            assert await ask(client, url) == (200, COMPLETION)
+    assert proxy.connections == 0
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "host", "direct"),
+    [
+        ("corp.example", "api.corp.example", True),
+        (".corp.example", "api.corp.example", True),
+        ("corp.example", "corp.example", True),
+        ("CORP.example ,other.example", "api.corp.example", True),
+        ("corp.example", "notcorp.example", False),
+        ("10.1.2.3", "10.1.2.3", True),
+        ("10.1.2.3", "10.1.2.4", False),
+        ("*", "anything.example", True),
+        ("", "api.corp.example", False),
+    ],
+)
+def test_no_proxy_matches_hosts_and_domain_suffixes(no_proxy: str, host: str, direct: bool) -> None:
+    proxies = EgressProxies(https=Proxy("proxy.corp.example", 3128), no_proxy=no_proxy)
+    assert (proxies.proxy_for(host, tls=True) is None) is direct
+
+
+@LOOPS
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (
+            b'HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="corp"\r\n'
+            b"Content-Length: 0\r\n\r\n",
+            "the egress proxy refused the tunnel (407 Proxy Authentication Required)",
+        ),
+        (b"HTTP/1.1 403 Denied by policy\r\n\r\n", "the egress proxy refused the tunnel (403 Forbidden)"),
+        (b"HTTP/1.0 502 Bad Gateway\r\n\r\n", "the egress proxy refused the tunnel (502 Bad Gateway)"),
+        (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "the egress proxy's answer to CONNECT is not HTTP/1.1"),
+        (b"", "the egress proxy closed the connection before answering CONNECT"),
+    ],
+    ids=["407", "403", "502", "not http", "closed"],
+)
+def test_a_proxy_that_opens_no_tunnel_is_a_connect_failure(
+    new_loop: Callable[[], asyncio.AbstractEventLoop],
+    answer: bytes,
+    reason: str,
+    egress_env: pytest.MonkeyPatch,
+    trusted_ca: trustme.CA,
+) -> None:
+    async def main() -> None:
+        async with tls_upstream(trusted_ca, completions_app()) as url, EgressProxy(answer) as proxy:
+            egress_env.setenv("HTTPS_PROXY", proxy.url_with(f"gw:{SECRET}"))
+            async with upstream_client() as client:
+                with pytest.raises(UpstreamUnavailable) as caught:
+                    await ask(client, url)
+        assert caught.value.reason == "connect"
+        assert str(caught.value) == f"Cannot connect to the upstream: {reason}."
+        assert SECRET not in everything_said(caught.value)
+
+    run(new_loop, main())
+
+
+@LOOPS
+def test_a_proxy_that_cannot_be_reached_is_a_connect_failure(
+    new_loop: Callable[[], asyncio.AbstractEventLoop], egress_env: pytest.MonkeyPatch
+) -> None:
+    async def main() -> None:
+        egress_env.setenv("HTTPS_PROXY", f"http://gw:{SECRET}@127.0.0.1:{free_port()}")
+        async with upstream_client() as client:
+            with pytest.raises(UpstreamUnavailable) as caught:
+                await ask(client, "https://localhost:1")
+        assert caught.value.reason == "connect"
+        assert str(caught.value).startswith("Cannot connect to the upstream: the egress proxy cannot be reached (")
+        assert SECRET not in everything_said(caught.value)
+
+    run(new_loop, main())
+
+
+@LOOPS
+def test_a_proxy_that_never_answers_connect_is_bounded_by_connect_s(
+    new_loop: Callable[[], asyncio.AbstractEventLoop], egress_env: pytest.MonkeyPatch
+) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # takes CONNECT, says nothing, until the gateway gives up
+
+    async def main() -> None:
+        async with RawUpstream(silent) as proxy:
+            egress_env.setenv("HTTPS_PROXY", proxy.url)
+            async with upstream_client() as client:
+                with pytest.raises(UpstreamUnavailable) as caught:
+                    await asyncio.wait_for(ask(client, "https://localhost:1", connect_s=0.2), 5)
+        assert caught.value.reason == "connect"
+        assert str(caught.value) == "Cannot connect to the upstream through the egress proxy within 0.2 s."
+        assert proxy.connections == 1
+
+    run(new_loop, main())
+
+
+def everything_said(error: BaseException) -> str:
+    """The text and repr of ``error`` and of every exception chained to it."""
+    said = []
+    current: BaseException | None = error
+    while current is not None:
+        said += [str(current), repr(current)]
+        current = current.__cause__ or current.__context__
+    return "\n".join(said)
+
+
+async def test_the_callers_error_for_a_refused_tunnel_names_the_proxy_not_its_credentials(
+    egress_env: pytest.MonkeyPatch, trusted_ca: trustme.CA, capsys: pytest.CaptureFixture[str]
+) -> None:
+    refusal = b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n"
+    async with tls_upstream(trusted_ca, completions_app()) as url, EgressProxy(refusal) as proxy:
+        egress_env.setenv("HTTPS_PROXY", proxy.url_with(f"gw:{SECRET}"))
+        async with gateway(config(url)) as gw:
+            status, body = await post(gw.url)
+    assert status == 502
+    error = orjson.loads(body)["error"]
+    assert error["code"] == "upstream_unavailable"
+    assert "the egress proxy refused the tunnel (407 Proxy Authentication Required)" in error["message"]
+    assert SECRET not in body.decode()
+    assert SECRET not in capsys.readouterr().out  # nor in the gateway's log lines
+    assert base64.b64encode(f"gw:{SECRET}".encode()).decode() not in body.decode()
+
+
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        (f"socks5://gw:{SECRET}@proxy.corp.example:1080", "must be an http:// URL, not socks5://"),
+        (f"https://gw:{SECRET}@proxy.corp.example", "must be an http:// URL, not https://"),
+        (f"http://gw:{SECRET}@proxy.corp.example:31x8", "URL cannot be parsed"),
+    ],
+)
+def test_a_proxy_url_the_gateway_cannot_use_stops_it_at_start(
+    url: str, complaint: str, egress_env: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    egress_env.setenv("HTTPS_PROXY", url)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(config("https://upstream.example"))
+    assert cli.main(["run", "--config", str(path)]) == 1
+    said = capsys.readouterr().err
+    assert f"HTTPS_PROXY: the egress proxy {complaint}" in said
+    assert SECRET not in said
+
+
+@LOOPS
+def test_an_http_upstream_is_reached_through_http_proxy_in_absolute_form(
+    new_loop: Callable[[], asyncio.AbstractEventLoop], egress_env: pytest.MonkeyPatch
+) -> None:
+    seen: list[CIMultiDictProxy[str]] = []
+
+    async def main() -> None:
+        async with serve_app(completions_app(seen)) as upstream, EgressProxy() as proxy:
+            egress_env.setenv("HTTP_PROXY", proxy.url_with(f"gw:{SECRET}"))
+            async with upstream_client() as client:
+                assert await ask(client, upstream.url) == (200, COMPLETION)
+                assert await ask(client, upstream.url) == (200, COMPLETION)
+        credentials = base64.b64encode(f"gw:{SECRET}".encode())
+        expected = b"POST %s/v1/chat/completions HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: Basic %s\r\n" % (
+            upstream.url.encode(),
+            authority(upstream.url),
+            credentials,
+        )
+        assert [head.startswith(expected) for head in proxy.heads] == [True, True]
+        assert proxy.connections == 1  # kept alive, as a direct connection is
+        assert [headers.get("Proxy-Authorization") for headers in seen] == [None, None]
+
+    run(new_loop, main())
+
+
+@LOOPS
+def test_a_407_from_the_proxy_of_an_http_upstream_is_a_connect_failure(
+    new_loop: Callable[[], asyncio.AbstractEventLoop], egress_env: pytest.MonkeyPatch
+) -> None:
+    refusal = b'HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="corp"\r\n'
+    refusal += b"Content-Length: 0\r\n\r\n"
+
+    async def main() -> None:
+        async with serve_app(completions_app()) as upstream, EgressProxy(refusal) as proxy:
+            egress_env.setenv("HTTP_PROXY", proxy.url_with(f"gw:{SECRET}"))
+            async with upstream_client() as client:
+                with pytest.raises(UpstreamUnavailable) as caught:
+                    await ask(client, upstream.url)
+        assert caught.value.reason == "connect"
+        assert str(caught.value) == (
+            "Cannot connect to the upstream: the egress proxy refused the request (407 Proxy Authentication Required)."
+        )
+        assert SECRET not in everything_said(caught.value)
+
+    run(new_loop, main())
+
+
+def test_each_scheme_has_its_own_proxy(egress_env: pytest.MonkeyPatch) -> None:
+    egress_env.setenv("HTTPS_PROXY", "http://tls-proxy.corp.example:3128")
+    proxies = EgressProxies.from_environment()
+    assert proxies.proxy_for("api.example", tls=False) is None
+    egress_env.setenv("HTTP_PROXY", "http://plain-proxy.corp.example:8080")
+    proxies = EgressProxies.from_environment()
+    assert proxies.proxy_for("api.example", tls=True) == Proxy("tls-proxy.corp.example", 3128)
+    assert proxies.proxy_for("api.example", tls=False) == Proxy("plain-proxy.corp.example", 8080)
+
+
+def test_a_connect_request_names_only_the_origins_host_and_port() -> None:
+    origin, _ = target("https://user:pw@[::1]:8443/openai/v1/chat/completions?api-version=preview")
+    assert connect_request(origin, Proxy("proxy.corp.example", 3128, "Basic Z3c6cHc=")) == (
+        b"CONNECT [::1]:8443 HTTP/1.1\r\nHost: [::1]:8443\r\nProxy-Authorization: Basic Z3c6cHc=\r\n\r\n"
+    )
+
+
+def test_a_proxys_credentials_stay_out_of_its_repr() -> None:
+    proxy = Proxy.from_url(f"http://gw:{SECRET}@proxy.corp.example:3128", "HTTPS_PROXY")
+    assert proxy.authorization == "Basic " + base64.b64encode(f"gw:{SECRET}".encode()).decode()
+    assert repr(proxy) == "Proxy(host='proxy.corp.example', port=3128)"
+    assert SECRET not in repr(EgressProxies(https=proxy))
+
+
+def test_all_proxy_is_only_the_fallback(egress_env: pytest.MonkeyPatch) -> None:
+    egress_env.setenv("ALL_PROXY", "socks5://proxy.corp.example:1080")  # for other tools
+    egress_env.setenv("HTTPS_PROXY", "proxy.corp.example:3128")  # no scheme: http://, as curl reads it
+    egress_env.setenv("HTTP_PROXY", "http://proxy.corp.example:3128")
+    proxies = EgressProxies.from_environment()
+    assert proxies.https == proxies.http == Proxy("proxy.corp.example", 3128)
+
+
+async def test_a_gateway_process_reaches_its_upstream_through_the_egress_proxy(
+    egress_env: pytest.MonkeyPatch, trusted_ca: trustme.CA, tmp_path: Path
+) -> None:
+    """``gateway run`` on uvloop, HTTPS_PROXY (with credentials) and SSL_CERT_FILE in its environment."""
+    seen: list[CIMultiDictProxy[str]] = []
+    async with tls_upstream(trusted_ca, completions_app(seen)) as url, EgressProxy() as proxy:
+        egress_env.setenv("HTTPS_PROXY", proxy.url_with(f"gw:{SECRET}"))
+        port = free_port()
+        path = tmp_path / "gateway.yaml"
+        path.write_text(process_config(url, port))
+        with gateway_process(path, port) as process:
+            await process.wait_ready()
+            for _ in range(2):
+                status, body = await post(process.url)
+                assert (status, orjson.loads(body)) == (200, COMPLETION)
+    assert len(seen) == 2
+    (head,) = proxy.heads
+    assert head.startswith(b"CONNECT %s HTTP/1.1\r\n" % authority(url))
+    assert b"Proxy-Authorization: Basic " in head
+    (started,) = process.events("egress_proxy")
+    assert started["https_proxy"] == urlsplit(proxy.url).netloc
+    assert SECRET not in process.text()
