@@ -148,6 +148,13 @@ class ServiceUnavailable(GatewayError):
     code = "service_unavailable"
 
 
+class OutOfDescriptors(ServiceUnavailable):
+    """The gateway has no file descriptor left to open an upstream connection: its own limit,
+    not the deployment's failure, so it neither fails over nor counts against the deployment."""
+
+    code = "gateway_overloaded"
+
+
 class UpstreamError(GatewayError):
     """An upstream answered with an error status; the status is kept, the shape is translated."""
 

@@ -22,6 +22,7 @@ from aiohttp import web
 from gateway.app import RUNTIME, Runtime, build_app
 from gateway.config import Config, SimulatorSettings
 from gateway.hardening import handler_settings, listen
+from gateway.open_files import raise_to_hard_limit
 from gateway.reload import ConfigFile, reload
 from plugins import default_plugins, worker_exit_hooks
 
@@ -73,6 +74,7 @@ async def start_simulator(settings: SimulatorSettings) -> web.AppRunner:
 async def serve(config: Config, host: str, port: int, source: ConfigFile, *, supervisor_pid: int | None = None) -> None:
     """Serve until SIGTERM/SIGINT, then drain. ``supervisor_pid``: this is one of its workers."""
     worker = supervisor_pid is not None
+    open_files = raise_to_hard_limit()
     # Under a supervisor the simulator runs once, in the supervisor, not once per worker.
     simulator = await start_simulator(config.simulator) if config.simulator and not worker else None
     app = build_app(config, default_plugins)
@@ -90,7 +92,15 @@ async def serve(config: Config, host: str, port: int, source: ConfigFile, *, sup
     loop.add_signal_handler(signal.SIGHUP, reloads.request)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
     watchdog = asyncio.ensure_future(_stop_when_orphaned(stop, supervisor_pid)) if supervisor_pid else None
-    log.info("serving", host=host, port=port, config=config.source, summary=config.summary(), worker=worker)
+    log.info(
+        "serving",
+        host=host,
+        port=port,
+        config=config.source,
+        summary=config.summary(),
+        worker=worker,
+        open_files_limit=open_files,
+    )
 
     await stop.wait()
     runtime.draining = True

@@ -13,13 +13,14 @@ sending.
 from __future__ import annotations
 
 import asyncio
+import errno
 from types import TracebackType
 
 import structlog
 from multidict import CIMultiDictProxy
 
 from gateway.config import Timeouts
-from gateway.errors import UpstreamUnavailable
+from gateway.errors import OutOfDescriptors, UpstreamUnavailable
 from gateway.http1 import BodyTooLarge, Origin, Pool, ProtocolError, ProxyError, Response, encode_request
 from plugins.dialects.base import OutboundRequest
 
@@ -126,6 +127,11 @@ class UpstreamClient:
             response = await self._answer(origin, data, timeouts)
         except _Unreachable as exc:
             cause = exc.__cause__
+            if _out_of_descriptors(cause):
+                raise OutOfDescriptors(
+                    "The gateway has no file descriptor free for an upstream connection; retry shortly.",
+                    headers={"retry-after": "1"},
+                ) from cause
             if isinstance(cause, TimeoutError):
                 through = " through the egress proxy" if origin.proxy is not None else ""
                 message = f"Cannot connect to the upstream{through} within {timeouts.connect_s:g} s."
@@ -171,6 +177,15 @@ class UpstreamClient:
                 pool.discard(conn)  # a timeout, a bad answer, or the client left before the upstream answered
                 raise
         raise AssertionError("unreachable")
+
+
+def _out_of_descriptors(exc: BaseException | None) -> bool:
+    """EMFILE or ENFILE anywhere in the chain (an egress proxy's error wraps the OS's)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            return True
+        exc = exc.__cause__
+    return False
 
 
 def _describe(exc: BaseException) -> str:

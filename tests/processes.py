@@ -31,13 +31,18 @@ LogLine = dict[str, Any]
 class GatewayProcess:
     """``gateway run --config PATH`` in its own session (so its workers can be signalled as one)."""
 
-    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path, port: int, env: dict[str, str] | None = None, *, open_files: int | None = None
+    ) -> None:
+        """``open_files``: the process's hard and soft ``RLIMIT_NOFILE``, as a tight host sets them."""
         self.url = f"http://127.0.0.1:{port}"
         self.port = port
         environ = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+            # util-linux's prlimit sets the limit for the process it runs (preexec_fn is not thread-safe).
+            ([] if open_files is None else ["prlimit", f"--nofile={open_files}:{open_files}", "--"])
+            + [sys.executable, "-m", "gateway", "run", "--config", str(config)],
             cwd=ROOT,
             env=environ,
             stdout=subprocess.PIPE,
@@ -133,8 +138,10 @@ class GatewayProcess:
 
 
 @contextmanager
-def gateway_process(config: Path, port: int, env: dict[str, str] | None = None) -> Iterator[GatewayProcess]:
-    process = GatewayProcess(config, port, env)
+def gateway_process(
+    config: Path, port: int, env: dict[str, str] | None = None, *, open_files: int | None = None
+) -> Iterator[GatewayProcess]:
+    process = GatewayProcess(config, port, env, open_files=open_files)
     try:
         yield process
     finally:
