@@ -30,11 +30,19 @@ teams:
 """
 
 
+SHED = (0, "shed at accept", None)
+
+
 async def ask(session: aiohttp.ClientSession, url: str) -> tuple[int, str, str | None]:
-    async with session.post(f"{url}/v1/chat/completions", json=CHAT, headers=AUTH) as resp:
-        body = await resp.json()
-        code = body["error"]["code"] if resp.status >= 400 else "ok"
-        return resp.status, code, resp.headers.get("retry-after")
+    try:
+        async with session.post(f"{url}/v1/chat/completions", json=CHAT, headers=AUTH) as resp:
+            body = await resp.json()
+            code = body["error"]["code"] if resp.status >= 400 else "ok"
+            return resp.status, code, resp.headers.get("retry-after")
+    except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+        # libuv, out of descriptors at accept, accepts and closes pending connections rather than
+        # spin on them: the caller sees a reset, and no request was made.
+        return SHED
 
 
 async def test_no_descriptor_left_is_a_503_that_neither_fails_over_nor_counts_against_the_deployment(
@@ -67,10 +75,10 @@ async def test_no_descriptor_left_is_a_503_that_neither_fails_over_nor_counts_ag
                 await gw.wait_for(lambda: any(a.done() for a in asks), 20, "a request refused")
                 release.set()
                 answers = await asyncio.gather(*asks)
-                refused = [a for a in answers if a[0] != 200]
+                refused = [a for a in answers if a[0] == 503]
                 assert refused, answers
                 assert set(refused) == {(503, "gateway_overloaded", "1")}
-                assert answers.count((200, "ok", None)) + len(refused) == REQUESTS
+                assert answers.count((200, "ok", None)) + len(refused) + answers.count(SHED) == REQUESTS
                 # The deployment was never blamed: no failure counted, no breaker, no cooldown.
                 assert await ask(session, gw.url) == (200, "ok", None)
             metrics = await scrape(gw.url)
