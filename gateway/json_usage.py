@@ -4,8 +4,8 @@ An embeddings answer can be 100 MB of floats, and parsing it all (about 1.6 s fo
 orjson) would stall every other request and stream on the event loop for a number the answer
 states at its end. OpenAI, Azure and Foundry put ``usage`` last. So the last ``"usage"`` key is
 found from the end, its object is parsed alone, and what follows it must parse as the rest of
-one object: that proves it is the top-level key, not one nested deeper. When any step fails the
-whole answer is parsed, as before.
+one object: that proves it is the top-level key, not one nested deeper. When any step fails, and
+for answers of a few KiB (where one parse is cheaper than the search), the whole answer is parsed.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from gateway.exchange import Usage
 
 _KEY = b'"usage"'
 _SPACE = b" \t\r\n"
+#: Below this an answer is parsed whole: at a few KiB one parse costs less than the search.
+WHOLE_PARSE_BELOW = 4096
 #: A usage object is small; a longer candidate is not one, and the whole answer is parsed instead.
 _MAX_OBJECT_BYTES = 4096
 _NOT_FOUND = object()
@@ -28,7 +30,7 @@ def json_usage(raw: bytes, prompt_estimate: int) -> Usage | None:
     at = raw.rfind(_KEY)
     if at < 0:
         return Usage(prompt_estimate, 0, estimated=True)
-    usage = _top_level_value(raw, at + len(_KEY))
+    usage = _top_level_value(raw, at + len(_KEY)) if len(raw) >= WHOLE_PARSE_BELOW else _NOT_FOUND
     if usage is _NOT_FOUND:
         try:
             usage = orjson.loads(raw).get("usage")
@@ -71,14 +73,18 @@ def _object_or_null(raw: bytes, start: int) -> tuple[Any, int]:
         return None, start + 4
     if raw[start : start + 1] != b"{":
         return _NOT_FOUND, start
-    # The object ends at one of the next closing braces: the first prefix that parses is it.
+    # The object ends at the first closing brace that balances the braces before it (counted in C;
+    # a brace inside a string would mislead the count, and then the parse fails).
     close = raw.find(b"}", start)
     limit = start + _MAX_OBJECT_BYTES
     while 0 <= close < limit:
-        try:
-            return orjson.loads(raw[start : close + 1]), close + 1
-        except orjson.JSONDecodeError:
-            close = raw.find(b"}", close + 1)
+        candidate = raw[start : close + 1]
+        if candidate.count(b"{") == candidate.count(b"}"):
+            try:
+                return orjson.loads(candidate), close + 1
+            except orjson.JSONDecodeError:
+                return _NOT_FOUND, start
+        close = raw.find(b"}", close + 1)
     return _NOT_FOUND, start
 
 

@@ -9,8 +9,15 @@ from typing import Any
 import orjson
 import pytest
 
+from gateway import json_usage as json_usage_module
 from gateway.exchange import Usage
 from gateway.json_usage import json_usage, reported
+
+
+@pytest.fixture(params=[0, json_usage_module.WHOLE_PARSE_BELOW], ids=["searched", "as shipped"])
+def search_from(request: pytest.FixtureRequest) -> int:
+    """The answer size from which usage is searched from the end; 0: always."""
+    return int(request.param)
 
 USAGE = {
     "prompt_tokens": 19,
@@ -83,7 +90,8 @@ AZURE = {
         "a boolean count",
     ],
 )
-def test_known_shapes(raw: bytes, expected: Usage | None) -> None:
+def test_known_shapes(raw: bytes, expected: Usage | None, search_from: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(json_usage_module, "WHOLE_PARSE_BELOW", search_from)
     assert json_usage(raw, 7) == expected
     assert reference(raw, 7) == expected
 
@@ -104,7 +112,8 @@ def random_value(rng: random.Random, depth: int) -> Any:
     return {rng.choice(keys): random_value(rng, depth + 1) for _ in range(rng.randrange(4))}
 
 
-def test_random_documents_agree_with_a_whole_parse() -> None:
+def test_random_documents_agree_with_a_whole_parse(search_from: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(json_usage_module, "WHOLE_PARSE_BELOW", search_from)
     rng = random.Random(20261130)
     for _ in range(3000):
         doc = random_value(rng, 0)
