@@ -1,8 +1,9 @@
 """The upstream client: pooled HTTP/1.1 connections, three timeouts, and the error boundary.
 
 Every error raised while talking to an upstream is translated here, once, into
-``UpstreamUnavailable`` (with a ``reason`` routing and metrics can use). Nothing above this
-module sees socket, TLS or parser errors.
+``UpstreamUnavailable`` (with a ``reason`` routing and metrics can use), or into
+``OutOfDescriptors`` when the gateway itself has no descriptor for a connection (which is not the
+deployment's failure). Nothing above this module sees socket, TLS or parser errors.
 
 Timeouts: ``connect_s`` for the DNS lookup and TCP/TLS connect (through an egress proxy, its
 answer to CONNECT too), ``first_byte_s`` until the response headers, ``idle_s`` between two
