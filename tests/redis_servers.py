@@ -8,6 +8,7 @@ is a failure with instructions, never a skip: the suite's claims are about real 
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import shutil
 import signal
@@ -17,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -162,9 +164,21 @@ class RedisClusterServers:
             time.sleep(0.05)
         return self
 
+    def port_of(self, key: str) -> int:
+        """The port of the node that serves ``key``'s slot."""
+        slot = int(_cli(self.nodes[0].port, "cluster", "keyslot", key))
+        for entry in json_slots(_cli(self.nodes[0].port, "--json", "cluster", "slots")):
+            if entry[0] <= slot <= entry[1]:
+                return int(entry[2][1])
+        raise LookupError(f"no node serves slot {slot}")
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+def json_slots(text: str) -> list[list[Any]]:
+    return list(json.loads(text))
 
 
 # -- fixtures (registered for the whole suite by ``pytest_plugins`` in tests/conftest.py) ----------
@@ -197,3 +211,13 @@ def disposable_redis() -> Iterator[RedisServer]:
         yield server.start()
     finally:
         server.stop()
+
+
+@pytest.fixture
+def disposable_cluster() -> Iterator[RedisClusterServers]:
+    """A Redis Cluster of this test's own, whose nodes may be killed and restarted."""
+    cluster = RedisClusterServers()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()

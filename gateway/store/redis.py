@@ -2,7 +2,9 @@
 
 This module is the one place where redis-py errors become ``StoreError``. Each call has a
 deadline of ``store.timeout_ms``, and a circuit breaker skips Redis after a failure, so a dead
-or frozen server costs at most one timeout per back-off instead of one per request.
+or frozen server costs at most one timeout per back-off instead of one per request. On a
+cluster the quota scripts have a breaker per node, so a dead node costs only the teams whose
+keys it holds.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from gateway.store.base import (
     counters,
 )
 from gateway.store.breaker import CircuitBreaker
-from gateway.store.pipelined import Connections, Endpoint, PipelinedConnection, ReplyError, Script
+from gateway.store.pipelined import Connections, Endpoint, ReplyError, Script
 
 T = TypeVar("T")
 
@@ -80,7 +82,11 @@ class RedisStore(Store):
         super().__init__()
         self._timeout_s = config.timeout_ms / 1000
         self._client = connect(config.url, self._timeout_s)
+        #: Guards a single server, and every call that is not a quota script.
         self._breaker = breaker or CircuitBreaker()
+        #: On a cluster, a breaker per node for the quota scripts: a dead node costs only the
+        #: teams whose keys it holds, not every team's enforcement.
+        self._node_breakers: dict[tuple[str, int], CircuitBreaker] = {}
         # The hot path: admissions and reconciles over pipelined connections (see pipelined.py);
         # redis-py's registered copy serves a call the cluster redirected.
         self._connections = Connections(Endpoint.from_url(config.url), self._timeout_s)
@@ -113,56 +119,71 @@ class RedisStore(Store):
                 await self._client.initialize()
                 self._discovered = True
 
-    async def _call(self, what: str, operation: Callable[[], Awaitable[T]], *, pooled: bool = True) -> T:
-        """``operation`` within the deadline, behind the breaker, its errors as ``StoreError``.
-        ``pooled``: it takes one of redis-py's pooled connections, so it waits for a slot."""
-        if not self._breaker.allow():
+    async def _call(
+        self,
+        what: str,
+        operation: Callable[[], Awaitable[T]],
+        *,
+        pooled: bool = True,
+        breaker: CircuitBreaker | None = None,
+    ) -> T:
+        """``operation`` within the deadline, behind ``breaker`` (the store's by default), its
+        errors as ``StoreError``. ``pooled``: it takes one of redis-py's pooled connections, so it
+        waits for a slot; otherwise its pipelined connection bounds every call it makes."""
+        breaker = breaker or self._breaker
+        if not breaker.allow():
             raise self._failed(StoreError(f"store skipped ({what}): it failed recently, probing again soon"))
         try:
-            if pooled or not self._discovered:
+            if pooled:
                 # Waiting for a slot counts against the deadline: an overloaded store is a slow one.
                 async with asyncio.timeout(self._timeout_s):
                     if not self._discovered:
                         await self._discover()
-                    if pooled:
-                        async with self._in_flight:
-                            result = await operation()
-                    else:
+                    async with self._in_flight:
                         result = await operation()
             else:
-                # The hot path: its connection bounds every call it makes, and its own opening.
                 result = await operation()
         except asyncio.CancelledError:
-            self._breaker.abandoned()
+            breaker.abandoned()
             raise
         except Exception as exc:
             # Redis errors, socket errors, timeouts, and anything a client bug raises: the request
             # must get on_error's answer, never a 500 from inside redis-py.
-            self._breaker.failed()
+            breaker.failed()
             reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"[:300]
             raise self._failed(StoreError(f"store {what} failed: {reason}")) from exc
-        self._breaker.succeeded()
+        breaker.succeeded()
         return result
 
-    async def _run(self, scope: str, args: list[str | int]) -> Any:
+    async def _script(self, what: str, scope: str, args: list[str | int]) -> Any:
+        """The window script on ``scope``'s keys, behind the breaker of the node that holds them."""
         prefix = f"rl:{{{scope}}}:"
+        if not self._cluster:
+            return await self._call(what, lambda: self._run(prefix, args, None), pooled=False)
+        if not self._discovered:
+            await self._call("discover", self._discover)
+        node = cast(RedisCluster, self._client).get_node_from_key(prefix + "log")
+        if node is None:  # a hole in the slot map: the store's breaker answers for it
+            return await self._call(what, lambda: self._run(prefix, args, None), pooled=False)
+        address = (node.host, int(node.port))
+        breaker = self._node_breakers.get(address)
+        if breaker is None:
+            breaker = self._node_breakers[address] = CircuitBreaker()
+        return await self._call(what, lambda: self._run(prefix, args, address), pooled=False, breaker=breaker)
+
+    async def _run(self, prefix: str, args: list[str | int], node: tuple[str, int] | None) -> Any:
         keys, argv = [prefix + "log", prefix + "w"], [prefix, *args]
+        if self._cluster and node is None:
+            raise ConnectionError(f"no cluster node serves the key {keys[0]!r}")
         try:
-            return await self._window_script.run(await self._connection(keys[0]), keys, argv)
+            connection = await self._connections.get(*node) if node else await self._connections.get()
+            return await self._window_script.run(connection, keys, argv)
         except ReplyError as err:
             if err.code not in ("MOVED", "ASK"):
                 raise
         # A slot moved: redis-py follows the redirect and refreshes the slot map the next call reads.
         async with asyncio.timeout(self._timeout_s), self._in_flight:
             return await self._window(keys=keys, args=argv)
-
-    async def _connection(self, key: str) -> PipelinedConnection:
-        if self._cluster:
-            node = cast(RedisCluster, self._client).get_node_from_key(key)
-            if node is None:
-                raise ConnectionError(f"no cluster node serves the key {key!r}")
-            return await self._connections.get(node.host, int(node.port))
-        return await self._connections.get()
 
     async def admit(
         self,
@@ -180,7 +201,7 @@ class RedisStore(Store):
             # Applied first; lost with the call if it fails, as a failed reconcile is.
             *self._owed.pop(scope, ()),
         ]  # fmt: skip
-        reply = await self._call("admit", lambda: self._run(scope, args), pooled=False)
+        reply = await self._script("admit", scope, args)
         admitted, refused_by, wait, now = int(reply[0]), _text(reply[1]), int(reply[2]), int(reply[3])
         state = _counters(limits, reply)
         if admitted:
@@ -211,7 +232,7 @@ class RedisStore(Store):
     async def _reconcile_now(self, scope: str, owed: list[str | int]) -> None:
         args: list[str | int] = ["reconcile", *owed]
         try:
-            await self._call("reconcile", lambda: self._run(scope, args), pooled=False)
+            await self._script("reconcile", scope, args)
         except StoreError:
             pass  # counted; the reservations stand until they leave the window
 
@@ -226,7 +247,7 @@ class RedisStore(Store):
         self, scope: str, limits: Limits, *, window_ms: int = MINUTE_MS, now_ms: int | None = None
     ) -> tuple[Counter, ...]:
         args: list[str | int] = ["peek", "", 0, window_ms, now_ms or 0, 0, 0, 0, 0, *self._owed.pop(scope, ())]
-        return _counters(limits, await self._call("read", lambda: self._run(scope, args), pooled=False))
+        return _counters(limits, await self._script("read", scope, args))
 
     async def get(self, key: str) -> str | None:
         value = await self._call("get", lambda: self._client.get(key))

@@ -19,7 +19,7 @@ from gateway.exchange import Usage
 from gateway.store import open_store
 from plugins.ratelimit import RateLimitPlugin
 from tests.plugins.ratelimit.helpers import make_config, make_exchange
-from tests.redis_servers import RedisServer
+from tests.redis_servers import RedisClusterServers, RedisServer
 
 TIMEOUT_MS = 50
 P99_BOUND_S = 0.25
@@ -34,15 +34,16 @@ class Load:
 
     plugin: RateLimitPlugin
     on_error: str
+    team: str = "faulty"
     workers: int = 8
     #: (finished at, admission latency, outcome)
     outcomes: list[tuple[float, float, str]] = field(default_factory=list)
     running: bool = True
 
     async def worker(self) -> None:
-        config = make_config({"faulty": {"rpm": 50, "tpm": 100_000}}, on_error=self.on_error, timeout_ms=TIMEOUT_MS)
+        config = make_config({self.team: {"rpm": 50, "tpm": 100_000}}, on_error=self.on_error, timeout_ms=TIMEOUT_MS)
         while self.running:
-            ex = make_exchange(config, "faulty", prompt_estimate=10, body={"max_tokens": 20})
+            ex = make_exchange(config, self.team, prompt_estimate=10, body={"max_tokens": 20})
             started = time.monotonic()
             try:
                 await self.plugin.admit(ex)
@@ -123,3 +124,53 @@ async def test_redis_faults_under_load(disposable_redis: RedisServer, on_error: 
     assert marks["resumed after thaw"] < RESUME_WITHIN_S
     assert marks["resumed after restart"] < RESUME_WITHIN_S
     check_latency(load)
+
+
+async def cluster_node_down(cluster: RedisClusterServers, on_error: str) -> tuple[Load, Load, dict[str, float]]:
+    """Two teams whose keys live on different nodes, under load, while one team's node is killed
+    (for less than the cluster's node timeout, so the cluster itself still reports ok)."""
+    teams = [f"team-{i}" for i in range(32)]
+    slots = {team: cluster.port_of(f"rl:{{{team}}}:log") for team in teams}
+    down_team = teams[0]
+    up_team = next(team for team in teams if slots[team] != slots[down_team])
+    node = next(n for n in cluster.nodes if n.port == slots[down_team])
+    config = make_config({}, store_url=cluster.url, on_error=on_error, timeout_ms=TIMEOUT_MS)
+    store = open_store(config.store)
+    plugin = RateLimitPlugin(store, window_ms=1000)
+    down, up = Load(plugin, on_error, team=down_team, workers=4), Load(plugin, on_error, team=up_team, workers=4)
+    tasks = [asyncio.create_task(load.worker()) for load in (down, up) for _ in range(load.workers)]
+    marks: dict[str, float] = {}
+    try:
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(node.kill)
+        marks["killed"] = time.monotonic()
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(node.start)  # the same port and nodes.conf: it rejoins with its slots
+        marks["restarted"] = time.monotonic()
+        marks["resumed after restart"] = await down.resumed_after(marks["restarted"])
+        await asyncio.sleep(0.3)
+    finally:
+        for load in (down, up):
+            load.running = False
+        await asyncio.gather(*tasks)
+        await store.close()
+    return down, up, marks
+
+
+@pytest.mark.parametrize("on_error", ["open", "closed"])
+async def test_a_dead_cluster_node_costs_only_the_teams_whose_keys_it_holds(
+    disposable_cluster: RedisClusterServers, on_error: str
+) -> None:
+    down, up, marks = await cluster_node_down(disposable_cluster, on_error)
+    fallback = "unenforced" if on_error == "open" else "unavailable"
+    slack = TIMEOUT_MS / 1000 + 0.05
+    assert load_errors(down) == load_errors(up) == set()
+    assert down.between(marks["killed"] + slack, marks["restarted"]) == {fallback}
+    # The other team's node answered throughout: its quota stayed enforced.
+    assert up.between(marks["killed"], marks["restarted"]) <= ENFORCED
+    assert marks["resumed after restart"] < RESUME_WITHIN_S
+    check_latency(up)
+
+
+def load_errors(load: Load) -> set[str]:
+    return {o for _, _, o in load.outcomes if o.startswith("error")}
