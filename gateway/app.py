@@ -17,6 +17,7 @@ from gateway.errors import GatewayError, MethodNotAllowed, NotFound
 from gateway.metrics import Metrics, flushing
 from gateway.pipeline import Generation, Pipeline, request_id_of
 from gateway.plugin import Plugin
+from gateway.send_deadline import SendDeadlines
 from gateway.store import Store, open_store
 from gateway.upstream import UpstreamClient
 from plugins.dialects import AZURE, AZURE_V1, FOUNDRY, OPENAI, Dialect
@@ -115,9 +116,11 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     generation = runtime.generation(runtime.config)
     for plugin in generation.plugins:
         await plugin.start()
-    runtime.pipeline = Pipeline(generation, runtime.upstream)
+    sends = SendDeadlines(asyncio.get_running_loop())
+    runtime.pipeline = Pipeline(generation, runtime.upstream, sends)
     try:
-        yield
+        async with sends.sweeping():
+            yield
     finally:
         await runtime.pipeline.drain()
         for plugin in reversed(runtime.pipeline.generation.plugins):

@@ -69,6 +69,8 @@ class ServerConfig:
     #: The largest legitimate answers are embeddings: 2,048 inputs of 3,072 floats is about 130 MB.
     max_response_bytes: int = 256 * 1024 * 1024
     shutdown_timeout_s: float = 30.0
+    #: A write to a caller that waits this long for it to read closes its connection (499).
+    send_timeout_s: float = 60.0
     #: Slowloris: a request's line and headers must arrive within this (408 and close otherwise).
     header_timeout_s: float = 10.0
     #: The whole body must arrive within this (408 otherwise).
@@ -440,6 +442,7 @@ class _Validator:
                 "max_body_bytes",
                 "max_response_bytes",
                 "shutdown_timeout_s",
+                "send_timeout_s",
                 "header_timeout_s",
                 "body_timeout_s",
                 "keepalive_timeout_s",
@@ -460,6 +463,7 @@ class _Validator:
             max_body_bytes=self.number(r, "max_body_bytes", path, 8 * 1024 * 1024, minimum=1),
             max_response_bytes=self.number(r, "max_response_bytes", path, d.max_response_bytes, minimum=1),
             shutdown_timeout_s=self.number(r, "shutdown_timeout_s", path, d.shutdown_timeout_s, kind=float),
+            send_timeout_s=self.number(r, "send_timeout_s", path, d.send_timeout_s, kind=float, minimum=0.001),
             header_timeout_s=self.number(r, "header_timeout_s", path, d.header_timeout_s, kind=float, minimum=0.001),
             body_timeout_s=self.number(r, "body_timeout_s", path, d.body_timeout_s, kind=float, minimum=0.001),
             keepalive_timeout_s=self.number(

@@ -35,6 +35,7 @@ from gateway.errors import (
 from gateway.exchange import Exchange
 from gateway.json_usage import json_usage
 from gateway.plugin import Attempt, Plugin
+from gateway.send_deadline import SendDeadlines
 from gateway.sse import StreamRelay
 from gateway.tokens import estimate_prompt
 from gateway.upstream import UpstreamClient, UpstreamResponse
@@ -104,9 +105,11 @@ class _Users:
 
 
 class Pipeline:
-    def __init__(self, generation: Generation, upstream: UpstreamClient) -> None:
+    def __init__(self, generation: Generation, upstream: UpstreamClient, sends: SendDeadlines) -> None:
         self.generation = generation
         self.upstream = upstream
+        #: Deadlines on writes to callers (``server.send_timeout_s``).
+        self.sends = sends
         #: Completions still running after their client left; kept so they are not collected.
         self._detached: set[asyncio.Task[None]] = set()
         self._users = _Users()
@@ -264,11 +267,15 @@ class Pipeline:
         client = web.Response(status=response.status, body=raw, headers=headers)
         # Send it now: the completion hooks (a quota reconcile is a store round trip) then run
         # after the client has its answer, not before.
+        sends, transport = self.sends, ex.request.transport
+        sends.begin(transport, ex.config.server.send_timeout_s)
         try:
             await client.prepare(ex.request)
             await client.write_eof()
         except ConnectionError:
             ex.client_gone = True
+        finally:
+            sends.end(transport)
         return client
 
     async def _relay_stream(self, ex: Exchange, response: UpstreamResponse, plan: StreamPlan) -> web.StreamResponse:
@@ -280,6 +287,7 @@ class Pipeline:
         relay = StreamRelay(plan, ex.prompt_estimate)
         last = b""
         sent = False  # anything, the headers included, has gone to the client
+        sends, transport, send_timeout_s = self.sends, ex.request.transport, ex.config.server.send_timeout_s
         try:
             await client.prepare(ex.request)
             async with response:
@@ -300,9 +308,12 @@ class Pipeline:
                     if response.at_eof():
                         last = out  # the end of the stream goes out with it, in one write
                         break
+                    sends.begin(transport, send_timeout_s)
                     await client.write(out)
+                    sends.end(transport)
                     sent = True
                 last += relay.finish()
+            sends.begin(transport, send_timeout_s)
             await client.write_eof(last)
         except UpstreamUnavailable as err:
             # After the first byte nothing is retried: the stream ends and the failure is recorded.
@@ -312,6 +323,7 @@ class Pipeline:
             ex.client_gone = True
             ex.status = CLIENT_CLOSED
         finally:
+            sends.end(transport)  # a write that failed, or the last one
             ex.usage = relay.usage()
         return client
 

@@ -6,7 +6,7 @@ they started with, whose plugins close after the last of them (``Pipeline.swap``
 error is logged and the old generation keeps serving.
 
 Keys, teams, limits, models and deployments all change this way, and so do the per-request server
-settings (``max_body_bytes``, ``max_response_bytes``, ``body_timeout_s``). What is bound when the process starts (the
+settings (``PER_REQUEST``). What is bound when the process starts (the
 listening address, the worker count, connection timeouts and header limits, the shutdown timeout)
 needs a restart: a change to it is logged as ignored.
 """
@@ -25,10 +25,10 @@ from gateway.config import Config, ServerConfig
 
 log = structlog.get_logger("gateway")
 
+#: ``server:`` keys read for each request, which a reload applies.
+PER_REQUEST = frozenset({"max_body_bytes", "max_response_bytes", "body_timeout_s", "send_timeout_s"})
 #: ``server:`` keys that only a restart applies.
-RESTART_ONLY: tuple[str, ...] = tuple(
-    f.name for f in fields(ServerConfig) if f.name not in {"max_body_bytes", "max_response_bytes", "body_timeout_s"}
-)
+RESTART_ONLY: tuple[str, ...] = tuple(f.name for f in fields(ServerConfig) if f.name not in PER_REQUEST)
 
 
 @dataclass(frozen=True, slots=True)
