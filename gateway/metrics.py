@@ -186,6 +186,9 @@ class Metrics:
         self._quota: dict[tuple[str, str], Gauge] = {}
         #: The latest ratio per (team, limit) since the last flush.
         self._quota_pending: dict[tuple[str, str], float] = {}
+        #: Requests being handled now, and what the gauge was last given.
+        self.requests_in_flight = 0
+        self._in_flight_flushed = 0
 
     # -- per request ----------------------------------------------------------------------------
     # Requests, their latencies and tokens are added up here in plain Python and handed to
@@ -225,6 +228,9 @@ class Metrics:
     def flush(self) -> None:
         """Hand what was recorded since the last flush to prometheus_client. Runs on the event
         loop's thread, like the recording: nothing can be added halfway through."""
+        if self.requests_in_flight != self._in_flight_flushed:
+            self._in_flight_flushed = self.requests_in_flight
+            self.in_flight.set(self.requests_in_flight)
         for series in self._series.values():
             series.flush()
         for tokens in self._tokens.values():

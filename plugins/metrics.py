@@ -17,10 +17,9 @@ class MetricsPlugin(Plugin):
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
-        self._in_flight = metrics.in_flight
 
     def started(self, exchange: Exchange) -> None:
-        self._in_flight.inc()
+        self.metrics.requests_in_flight += 1
 
     async def attempted(self, exchange: Exchange, attempt: Attempt) -> None:
         if attempt.reason != "ok":
@@ -28,8 +27,8 @@ class MetricsPlugin(Plugin):
             self.metrics.upstream_error(attempt.deployment.name, reason)
 
     async def completed(self, exchange: Exchange) -> None:
-        self._in_flight.dec()
         metrics = self.metrics
+        metrics.requests_in_flight -= 1
         team = exchange.team.name if exchange.team is not None else ""
         model = exchange.model or ""  # set only once the name matched the config
         deployment = exchange.deployment.name if exchange.deployment is not None else ""

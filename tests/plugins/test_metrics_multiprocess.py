@@ -90,7 +90,7 @@ async def test_a_scrape_of_either_process_sums_both(sim: Served, tmp_path: Path)
             await sim_fault(sim, match="/v1/chat/completions", kind="pause", pause_s=5)
             resp = await session.post(f"{first_url}/v1/chat/completions", json={**body, "stream": True}, headers=auth)
             await resp.content.readuntil(b"\n\n")
-            assert total(await scrape(second_url), "gateway_in_flight_requests") == 1
+            await scrape_settled(second_url, lambda t: total(t, "gateway_in_flight_requests") == 1)
             # The first process dies mid-request: its in-flight count goes once it is reported
             # dead; its counters stay, so totals never go backwards.
             first.kill()
