@@ -12,7 +12,6 @@ supervisor calls ``worker_exited(pid)`` when a worker dies.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import os
@@ -23,6 +22,8 @@ from collections.abc import AsyncIterator, Iterator
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 from prometheus_client.metrics_core import Metric
+
+from gateway.periodic import every
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: How often recorded values reach prometheus_client (and, with workers, the shared files) besides
@@ -346,17 +347,8 @@ def worker_exited(pid: int, directory: str | None = None) -> None:
 async def flushing(metrics: Metrics, interval_s: float = FLUSH_S) -> AsyncIterator[None]:
     """Flush ``metrics`` every ``interval_s`` while the app runs, and once more at shutdown, so a
     worker's last requests are in its files when it exits."""
-
-    async def every() -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            metrics.flush()
-
-    task = asyncio.ensure_future(every())
     try:
-        yield
+        async with every(interval_s, metrics.flush):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         metrics.flush()

@@ -18,6 +18,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+from gateway.periodic import every
+
 #: How often waiting writes are checked: deadlines hold to within this.
 SWEEP_S = 0.25
 
@@ -53,16 +55,5 @@ class SendDeadlines:
     @contextlib.asynccontextmanager
     async def sweeping(self, interval_s: float = SWEEP_S) -> AsyncIterator[SendDeadlines]:
         """Sweep every ``interval_s`` while the app runs."""
-
-        async def every() -> None:
-            while True:
-                await asyncio.sleep(interval_s)
-                self.sweep()
-
-        task = asyncio.ensure_future(every())
-        try:
+        async with every(interval_s, self.sweep):
             yield self
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task

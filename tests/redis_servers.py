@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -183,41 +183,34 @@ def json_slots(text: str) -> list[list[Any]]:
 
 # -- fixtures (registered for the whole suite by ``pytest_plugins`` in tests/conftest.py) ----------
 
+_Servers = TypeVar("_Servers", RedisServer, RedisClusterServers)
+
+
+def _running(servers: _Servers) -> Iterator[_Servers]:
+    try:
+        yield servers.start()
+    finally:
+        servers.stop()
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """A redis-server shared by the session; tests keep apart by using their own team names."""
-    server = RedisServer()
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    yield from _running(RedisServer())
 
 
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[RedisClusterServers]:
-    cluster = RedisClusterServers()
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
+    yield from _running(RedisClusterServers())
 
 
 @pytest.fixture
 def disposable_redis() -> Iterator[RedisServer]:
     """A redis-server of this test's own, free to be killed, frozen and restarted."""
-    server = RedisServer()
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    yield from _running(RedisServer())
 
 
 @pytest.fixture
 def disposable_cluster() -> Iterator[RedisClusterServers]:
     """A Redis Cluster of this test's own, whose nodes may be killed and restarted."""
-    cluster = RedisClusterServers()
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
+    yield from _running(RedisClusterServers())

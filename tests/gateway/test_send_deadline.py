@@ -8,6 +8,7 @@ import socket
 
 import orjson
 
+from tests.gateway.test_upstream_answers import one_deployment
 from tests.gateway.test_upstream_client import CHAT, COMPLETION, RawUpstream, read_request
 from tests.harness import TEAM_KEY, gateway, scrape_settled, total
 
@@ -17,15 +18,7 @@ EVENT = b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0
 
 
 def config(upstream_url: str) -> str:
-    return f"""
-server: {{send_timeout_s: 0.5}}
-deployments:
-  - {{name: only, dialect: openai, url: {upstream_url}/v1, model: m, api_key: k}}
-models:
-  m: {{deployments: [only]}}
-teams:
-  team-a: {{keys: [{TEAM_KEY}]}}
-"""
+    return one_deployment(upstream_url, server="send_timeout_s: 0.5")
 
 
 class StalledCaller:
