@@ -204,10 +204,15 @@ async def _metrics(runtime: Runtime, request: web.Request) -> web.Response:
 async def _readyz(runtime: Runtime, request: web.Request) -> web.Response:
     if runtime.draining or runtime.pipeline is None:
         return web.json_response({"status": "draining" if runtime.draining else "starting"}, status=503)
+    ready: dict[str, str] = {"status": "ready"}
     if runtime.store is not None and not await runtime.store.ping():
-        return web.json_response({"status": "unready", "reason": "the store does not answer"}, status=503)
+        # Every replica shares the store: as a readiness probe's verdict, its outage would take
+        # every replica out of service at once. ``?store=optional`` reports it and stays ready.
+        if request.query.get("store") != "optional":
+            return web.json_response({"status": "unready", "reason": "the store does not answer"}, status=503)
+        ready["store"] = "unreachable"
     for plugin in runtime.pipeline.generation.plugins:
         problem = await plugin.readiness()
         if problem:
             return web.json_response({"status": "unready", "reason": problem}, status=503)
-    return web.json_response({"status": "ready"})
+    return web.json_response(ready)

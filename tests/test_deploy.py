@@ -8,6 +8,7 @@ import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
@@ -143,7 +144,10 @@ def test_kubernetes_manifests_agree_with_the_config_and_the_app() -> None:
 
     # Probes hit routes the app serves, on that port.
     routes = app_get_routes()
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz" in routes
+    readiness = urlsplit(container["readinessProbe"]["httpGet"]["path"])
+    assert readiness.path == "/readyz" in routes
+    # A Redis outage shared by every pod must not empty the Service while on_error: open serves.
+    assert parse_qs(readiness.query) == {"store": ["optional"]} and cfg.store.on_error == "open"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz" in routes
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert container[probe]["httpGet"]["port"] in (port["name"], port["containerPort"])

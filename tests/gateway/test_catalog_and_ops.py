@@ -8,7 +8,7 @@ import pytest
 from azure.ai.inference.aio import ChatCompletionsClient, EmbeddingsClient
 from azure.core.credentials import AzureKeyCredential
 
-from tests.harness import OTHER_TEAM_KEY, TEAM_KEY, Served, sim_requests
+from tests.harness import OTHER_TEAM_KEY, TEAM_KEY, Served, free_port, gateway, sim_requests
 
 
 async def test_openai_sdk_lists_the_teams_models(gw: Served) -> None:
@@ -103,3 +103,24 @@ async def test_health_and_readiness(gw: Served) -> None:
             assert resp.status == 200
         async with session.get(f"{gw.url}/readyz") as resp:
             assert resp.status == 200
+
+
+async def test_readiness_follows_the_store_unless_the_probe_says_it_is_optional() -> None:
+    config = f"""
+store: {{url: "redis://127.0.0.1:{free_port()}/0", timeout_ms: 50}}
+deployments:
+  - {{name: d, dialect: openai, url: "http://127.0.0.1:9/v1", model: m, api_key: k}}
+models:
+  m: {{deployments: [d]}}
+teams:
+  team-a: {{keys: [{TEAM_KEY}]}}
+"""
+    async with gateway(config) as gw, aiohttp.ClientSession() as session:
+        async with session.get(f"{gw.url}/readyz") as resp:
+            assert (resp.status, await resp.json()) == (
+                503,
+                {"status": "unready", "reason": "the store does not answer"},
+            )
+        # Every replica shares the store: a probe that must not take them all out of service.
+        async with session.get(f"{gw.url}/readyz?store=optional") as resp:
+            assert (resp.status, await resp.json()) == (200, {"status": "ready", "store": "unreachable"})
