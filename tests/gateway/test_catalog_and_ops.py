@@ -8,6 +8,7 @@ import pytest
 from azure.ai.inference.aio import ChatCompletionsClient, EmbeddingsClient
 from azure.core.credentials import AzureKeyCredential
 
+from tests.gateway.test_upstream_answers import one_deployment
 from tests.harness import OTHER_TEAM_KEY, TEAM_KEY, Served, free_port, gateway, sim_requests
 
 
@@ -106,15 +107,7 @@ async def test_health_and_readiness(gw: Served) -> None:
 
 
 async def test_readiness_follows_the_store_unless_the_probe_says_it_is_optional() -> None:
-    config = f"""
-store: {{url: "redis://127.0.0.1:{free_port()}/0", timeout_ms: 50}}
-deployments:
-  - {{name: d, dialect: openai, url: "http://127.0.0.1:9/v1", model: m, api_key: k}}
-models:
-  m: {{deployments: [d]}}
-teams:
-  team-a: {{keys: [{TEAM_KEY}]}}
-"""
+    config = one_deployment("http://127.0.0.1:9", store=f"redis://127.0.0.1:{free_port()}/0")
     async with gateway(config) as gw, aiohttp.ClientSession() as session:
         async with session.get(f"{gw.url}/readyz") as resp:
             assert (resp.status, await resp.json()) == (

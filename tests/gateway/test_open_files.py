@@ -9,8 +9,9 @@ from pathlib import Path
 import aiohttp
 
 from gateway.open_files import raise_to_hard_limit
+from tests.gateway.test_upstream_answers import one_deployment
 from tests.gateway.test_upstream_client import AUTH, BODY, CHAT, RawUpstream, read_request
-from tests.harness import TEAM_KEY, free_port, scrape, total
+from tests.harness import free_port, scrape, total
 from tests.processes import gateway_process
 
 #: Low enough that the requests below exhaust it; the interpreter itself holds a dozen or so.
@@ -19,15 +20,7 @@ REQUESTS = 48
 
 
 def config(upstream_url: str, port: int) -> str:
-    return f"""
-server: {{host: 127.0.0.1, port: {port}}}
-deployments:
-  - {{name: held, dialect: openai, url: "{upstream_url}/v1", model: m, api_key: k}}
-models:
-  m: {{deployments: [held]}}
-teams:
-  team-a: {{keys: [{TEAM_KEY}]}}
-"""
+    return one_deployment(upstream_url, server=f"host: 127.0.0.1, port: {port}")
 
 
 SHED = (0, "shed at accept", None)

@@ -29,9 +29,11 @@ teams:
 """
 
 
-def one_deployment(url: str, server: str = "") -> str:
+def one_deployment(url: str, server: str = "", store: str = "memory://") -> str:
+    """Model ``m`` on one openai deployment at ``url``; ``server``: the keys inside ``server: {}``."""
     return f"""
 server: {{{server}}}
+store: {{url: "{store}", timeout_ms: 50}}
 deployments:
   - {{name: only, dialect: openai, url: {url}/v1, model: m, api_key: k1}}
 models:
