@@ -158,17 +158,17 @@ class RedisStore(Store):
     async def _script(self, what: str, scope: str, args: list[str | int]) -> Any:
         """The window script on ``scope``'s keys, behind the breaker of the node that holds them."""
         prefix = f"rl:{{{scope}}}:"
-        if not self._cluster:
-            return await self._call(what, lambda: self._run(prefix, args, None), pooled=False)
-        if not self._discovered:
-            await self._call("discover", self._discover)
-        node = cast(RedisCluster, self._client).get_node_from_key(prefix + "log")
-        if node is None:  # a hole in the slot map: the store's breaker answers for it
-            return await self._call(what, lambda: self._run(prefix, args, None), pooled=False)
-        address = (node.host, int(node.port))
-        breaker = self._node_breakers.get(address)
-        if breaker is None:
-            breaker = self._node_breakers[address] = CircuitBreaker()
+        address: tuple[str, int] | None = None
+        breaker: CircuitBreaker | None = None  # the store's
+        if self._cluster:
+            if not self._discovered:
+                await self._call("discover", self._discover)
+            node = cast(RedisCluster, self._client).get_node_from_key(prefix + "log")
+            if node is not None:  # else a hole in the slot map: the store's breaker answers for it
+                address = (node.host, int(node.port))
+                breaker = self._node_breakers.get(address)
+                if breaker is None:
+                    breaker = self._node_breakers[address] = CircuitBreaker()
         return await self._call(what, lambda: self._run(prefix, args, address), pooled=False, breaker=breaker)
 
     async def _run(self, prefix: str, args: list[str | int], node: tuple[str, int] | None) -> Any:
